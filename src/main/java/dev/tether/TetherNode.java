@@ -1,0 +1,181 @@
+package dev.tether;
+
+import com.typesafe.config.Config;
+import com.typesafe.config.ConfigFactory;
+import dev.tether.api.BackendApi;
+import dev.tether.gateway.Authenticator;
+import dev.tether.gateway.GatewaySettings;
+import dev.tether.gateway.WebSocketRoute;
+import dev.tether.persistence.Database;
+import dev.tether.persistence.DatabaseSettings;
+import dev.tether.session.ClientProxy;
+import dev.tether.session.ClientProxySettings;
+import dev.tether.session.Delivery;
+import dev.tether.session.Membership;
+import dev.tether.session.SessionStore;
+import dev.tether.telemetry.TetherMetrics;
+import java.time.Clock;
+import java.time.Duration;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import org.apache.pekko.actor.Address;
+import org.apache.pekko.actor.AddressFromURIString;
+import org.apache.pekko.actor.CoordinatedShutdown;
+import org.apache.pekko.actor.typed.ActorSystem;
+import org.apache.pekko.actor.typed.DispatcherSelector;
+import org.apache.pekko.actor.typed.javadsl.Behaviors;
+import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
+import org.apache.pekko.cluster.typed.Cluster;
+import org.apache.pekko.cluster.typed.Join;
+import org.apache.pekko.cluster.typed.JoinSeedNodes;
+import org.apache.pekko.http.javadsl.Http;
+import org.apache.pekko.http.javadsl.ServerBinding;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * One Tether node, wired in one place: database (embedded or external) and migrations, the actor
+ * system joined to its cluster, the sharded session and membership entities, and the HTTP server
+ * (WebSocket plus backend API). {@link Main} starts one; tests start several.
+ */
+public final class TetherNode implements AutoCloseable {
+  private static final Logger log = LoggerFactory.getLogger(TetherNode.class);
+
+  private final Database database;
+  private final ActorSystem<Void> system;
+  private final ServerBinding binding;
+  private final TetherMetrics metrics;
+
+  private TetherNode(Database database, ActorSystem<Void> system, ServerBinding binding, TetherMetrics metrics) {
+    this.database = database;
+    this.system = system;
+    this.binding = binding;
+    this.metrics = metrics;
+  }
+
+  /**
+   * Loads application.conf with {@code overrides} on top (tests use them for ports, timeouts and
+   * the database), starts everything and returns once the HTTP port is bound.
+   */
+  public static TetherNode start(Map<String, ?> overrides) {
+    Database database = Database.start(DatabaseSettings.from(load(overrides)));
+    Map<String, Object> withDatabase = new HashMap<>(overrides);
+    withDatabase.putAll(database.configOverrides());
+    Config config = load(withDatabase);
+
+    ActorSystem<Void> system = ActorSystem.create(Behaviors.empty(), "tether", config);
+    try {
+      return wire(database, system, config);
+    } catch (RuntimeException e) {
+      system.terminate();
+      database.close();
+      throw e;
+    }
+  }
+
+  static Config load(Map<String, ?> overrides) {
+    ConfigFactory.invalidateCaches();
+    return ConfigFactory.load(ConfigFactory.parseMap(overrides).withFallback(ConfigFactory.defaultApplication()));
+  }
+
+  private static TetherNode wire(Database database, ActorSystem<Void> system, Config config) {
+    joinCluster(system, config.getString("tether.cluster.seed-nodes"));
+
+    ClientProxySettings sessionSettings = ClientProxySettings.from(config);
+    GatewaySettings gatewaySettings = GatewaySettings.from(config);
+    TetherMetrics metrics = new TetherMetrics();
+    SessionStore store =
+        new SessionStore(database.dataSource(), system.dispatchers().lookup(DispatcherSelector.blocking()));
+    Delivery delivery = new Delivery(system, sessionSettings.askTimeout());
+
+    ClientProxy.init(system, new ClientProxy.Dependencies(sessionSettings, store, delivery, Clock.systemUTC()));
+    Membership.init(system);
+    scheduleTombstonePurge(system, store, sessionSettings.tombstoneRetention());
+
+    var connectionDeps =
+        new dev.tether.gateway.Connection.Dependencies(
+            gatewaySettings, new Authenticator(gatewaySettings), ClusterSharding.get(system), store, metrics);
+    WebSocketRoute webSocket = new WebSocketRoute(system, connectionDeps);
+    BackendApi api = new BackendApi(system, gatewaySettings, delivery, metrics);
+
+    ServerBinding binding =
+        Http.get(system)
+            .newServerAt(gatewaySettings.host(), gatewaySettings.port())
+            .bind(api.route(webSocket.route()))
+            .toCompletableFuture()
+            .join();
+    binding.addToCoordinatedShutdown(java.time.Duration.ofSeconds(5), system);
+    log.info(
+        "Tether listening on http://{}:{} (WebSocket /ws, API /api, metrics /metrics), auth mode {}",
+        binding.localAddress().getHostString(),
+        binding.localAddress().getPort(),
+        gatewaySettings.authMode().name().toLowerCase());
+    CoordinatedShutdown.get(system)
+        .addTask(
+            CoordinatedShutdown.PhaseActorSystemTerminate(),
+            "close-database",
+            () -> CompletableFuture.supplyAsync(() -> {
+              database.close();
+              return org.apache.pekko.Done.getInstance();
+            }));
+    return new TetherNode(database, system, binding, metrics);
+  }
+
+  /** No seed nodes: form a one-node cluster. Otherwise join the listed ones. */
+  private static void joinCluster(ActorSystem<?> system, String seedNodes) {
+    Cluster cluster = Cluster.get(system);
+    if (seedNodes.isBlank()) {
+      cluster.manager().tell(Join.create(cluster.selfMember().address()));
+      return;
+    }
+    List<Address> seeds =
+        Arrays.stream(seedNodes.split(","))
+            .map(String::trim)
+            .filter(s -> !s.isEmpty())
+            .map(AddressFromURIString::parse)
+            .toList();
+    cluster.manager().tell(new JoinSeedNodes(seeds));
+  }
+
+  private static void scheduleTombstonePurge(ActorSystem<?> system, SessionStore store, Duration retention) {
+    system
+        .scheduler()
+        .scheduleAtFixedRate(
+            Duration.ofMinutes(1),
+            Duration.ofHours(1),
+            () -> store.purgeTombstones(retention),
+            system.executionContext());
+  }
+
+  public ActorSystem<Void> system() {
+    return system;
+  }
+
+  public int port() {
+    return binding.localAddress().getPort();
+  }
+
+  public TetherMetrics metrics() {
+    return metrics;
+  }
+
+  public Database database() {
+    return database;
+  }
+
+  /** Stops the node through CoordinatedShutdown and waits for it. */
+  @Override
+  public void close() {
+    system.terminate();
+    try {
+      system.getWhenTerminated().toCompletableFuture().get(30, TimeUnit.SECONDS);
+    } catch (Exception e) {
+      log.warn("Actor system did not terminate in time", e);
+    }
+    database.close();
+  }
+}

@@ -1,0 +1,278 @@
+package dev.tether.api;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.tether.gateway.FrameCodec;
+import dev.tether.gateway.GatewaySettings;
+import dev.tether.session.ClientProxy;
+import dev.tether.session.Delivery;
+import dev.tether.session.Draft;
+import dev.tether.session.Membership;
+import dev.tether.telemetry.TetherMetrics;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.time.Duration;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.CompletionStage;
+import java.util.function.Function;
+import java.util.function.Supplier;
+import org.apache.pekko.actor.typed.ActorSystem;
+import org.apache.pekko.cluster.MemberStatus;
+import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
+import org.apache.pekko.cluster.typed.Cluster;
+import org.apache.pekko.http.javadsl.model.ContentTypes;
+import org.apache.pekko.http.javadsl.model.HttpEntities;
+import org.apache.pekko.http.javadsl.model.HttpResponse;
+import org.apache.pekko.http.javadsl.model.StatusCode;
+import org.apache.pekko.http.javadsl.model.StatusCodes;
+import org.apache.pekko.http.javadsl.server.AllDirectives;
+import org.apache.pekko.http.javadsl.server.ExceptionHandler;
+import org.apache.pekko.http.javadsl.server.PathMatchers;
+import org.apache.pekko.http.javadsl.server.RejectionHandler;
+import org.apache.pekko.http.javadsl.server.Route;
+import org.apache.pekko.http.javadsl.unmarshalling.Unmarshaller;
+import org.apache.pekko.http.scaladsl.model.EntityStreamSizeException;
+
+/**
+ * The backend HTTP API (contract section 7): publish to a session, a user or a room, inspect and
+ * kick sessions, plus {@code /metrics} and health. Every answer, errors included, is JSON (the
+ * metrics excepted); a publish is answered 202 only once the message is in the outboxes.
+ */
+public final class BackendApi extends AllDirectives {
+  private static final ObjectMapper JSON = FrameCodec.mapper();
+
+  private final ActorSystem<?> system;
+  private final GatewaySettings settings;
+  private final Delivery delivery;
+  private final ClusterSharding sharding;
+  private final TetherMetrics metrics;
+  private final Duration timeout;
+
+  public BackendApi(ActorSystem<?> system, GatewaySettings settings, Delivery delivery, TetherMetrics metrics) {
+    this.system = system;
+    this.settings = settings;
+    this.delivery = delivery;
+    this.sharding = ClusterSharding.get(system);
+    this.metrics = metrics;
+    this.timeout = settings.askTimeout();
+  }
+
+  /** The API and operational routes; {@code others} (the WebSocket) are placed inside the same error handling. */
+  public Route route(Route others) {
+    return handleExceptions(
+        exceptionHandler(),
+        () ->
+            handleRejections(
+                rejectionHandler(),
+                () ->
+                    concat(
+                        others,
+                        pathPrefix("api", () -> authorized(this::apiRoutes)),
+                        path("metrics", () -> get(() -> complete(metrics.scrape()))),
+                        path(PathMatchers.segment("health").slash("alive"), () -> get(() -> json(StatusCodes.OK, Map.of("status", "alive")))),
+                        path(PathMatchers.segment("health").slash("ready"), () -> get(this::ready)))));
+  }
+
+  private Route apiRoutes() {
+    return concat(
+        pathPrefix(
+            "sessions",
+            () ->
+                pathPrefix(
+                    PathMatchers.segment(),
+                    sessionId ->
+                        concat(
+                            pathEnd(
+                                () ->
+                                    concat(
+                                        get(() -> getSession(sessionId)),
+                                        delete(() -> kickSession(sessionId)))),
+                            path("messages", () -> post(() -> withData(data -> publishToSession(sessionId, data))))))),
+        path(
+            PathMatchers.segment("users").slash(PathMatchers.segment()).slash("messages"),
+            userId -> post(() -> withData(data -> publishToGroup("user", Membership.userId(userId), data, null)))),
+        path(
+            PathMatchers.segment("rooms").slash(PathMatchers.segment()).slash("messages"),
+            room -> post(() -> withData(data -> publishToGroup("room", Membership.roomId(room), data, room)))));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Publishing
+
+  private Route publishToSession(String sessionId, String data) {
+    metrics.apiPublish("session");
+    return answer(
+        delivery.toSession(sessionId, Draft.fromBackend(data, null)),
+        result ->
+            result instanceof ClientProxy.Enqueued enqueued
+                ? json(StatusCodes.ACCEPTED, Map.of("seq", enqueued.seq()))
+                : error(StatusCodes.NOT_FOUND, "not-found", "no such session (it may have ended)"));
+  }
+
+  private Route publishToGroup(String kind, String groupId, String data, String room) {
+    metrics.apiPublish(kind);
+    String countField = "room".equals(kind) ? "members" : "sessions";
+    return answer(
+        delivery.toGroup(groupId, Draft.fromBackend(data, room), null),
+        count -> json(StatusCodes.ACCEPTED, Map.of(countField, count)));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Inspection and kicks
+
+  private Route getSession(String sessionId) {
+    CompletionStage<ClientProxy.StateReply> reply =
+        sharding
+            .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
+            .ask(ClientProxy.GetState::new, timeout);
+    return answer(
+        reply,
+        state -> {
+          ClientProxy.SessionView view = state.view();
+          if (view == null) return error(StatusCodes.NOT_FOUND, "not-found", "no such session");
+          return json(StatusCodes.OK, sessionJson(view));
+        });
+  }
+
+  private static ObjectNode sessionJson(ClientProxy.SessionView view) {
+    ObjectNode node = JSON.createObjectNode();
+    node.put("sessionId", view.sessionId());
+    node.put("userId", view.userId());
+    node.put("state", view.state());
+    node.put("lastSeq", view.lastSeq());
+    node.put("ackedSeq", view.ackedSeq());
+    ObjectNode outbox = node.putObject("outbox");
+    outbox.put("size", view.outboxSize());
+    outbox.put("bytes", view.outboxBytes());
+    node.put("clientSeq", view.clientSeq());
+    view.rooms().forEach(node.putArray("rooms")::add);
+    if (view.graceDeadline() == null) node.putNull("graceDeadline");
+    else node.put("graceDeadline", view.graceDeadline());
+    node.put("resumes", view.resumes());
+    node.put("takeovers", view.takeovers());
+    node.put("lost", view.lost());
+    node.put("generation", view.generation());
+    node.put("createdAt", view.createdAt());
+    return node;
+  }
+
+  private Route kickSession(String sessionId) {
+    CompletionStage<ClientProxy.KickResult> reply =
+        sharding.entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId).ask(ClientProxy.Kick::new, timeout);
+    return answer(
+        reply,
+        result ->
+            result.found()
+                ? complete(StatusCodes.NO_CONTENT)
+                : error(StatusCodes.NOT_FOUND, "not-found", "no such session (it may have ended)"));
+  }
+
+  private Route ready() {
+    boolean up = Cluster.get(system).selfMember().status() == MemberStatus.up();
+    return up
+        ? json(StatusCodes.OK, Map.of("status", "ready"))
+        : json(StatusCodes.SERVICE_UNAVAILABLE, Map.of("status", "joining"));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Plumbing: auth, bodies, JSON answers
+
+  /** In hmac mode every /api call needs {@code Authorization: Bearer <api token>}. */
+  private Route authorized(Supplier<Route> inner) {
+    if (settings.authMode() != GatewaySettings.AuthMode.HMAC) return inner.get();
+    return optionalHeaderValueByName(
+        "Authorization",
+        header -> {
+          if (header.isPresent() && bearerMatches(header.get())) return inner.get();
+          return error(StatusCodes.UNAUTHORIZED, "unauthorized", "missing or wrong bearer token");
+        });
+  }
+
+  private boolean bearerMatches(String header) {
+    String expected = "Bearer " + settings.apiToken();
+    return !settings.apiToken().isEmpty()
+        && MessageDigest.isEqual(header.getBytes(StandardCharsets.UTF_8), expected.getBytes(StandardCharsets.UTF_8));
+  }
+
+  /** The request body must be a JSON object with a {@code data} field; gives its compact JSON text. */
+  private Route withData(Function<String, Route> inner) {
+    return entity(
+        Unmarshaller.entityToString(),
+        body -> {
+          JsonNode node;
+          try {
+            node = JSON.readTree(body);
+          } catch (JsonProcessingException | RuntimeException e) {
+            return error(StatusCodes.BAD_REQUEST, "bad-request", "body is not valid JSON");
+          }
+          if (node == null || !node.isObject() || !node.has("data")) {
+            return error(StatusCodes.BAD_REQUEST, "bad-request", "body must be a JSON object with a 'data' field");
+          }
+          return inner.apply(node.get("data").toString());
+        });
+  }
+
+  private <T> Route answer(CompletionStage<T> stage, Function<T, Route> onSuccess) {
+    return onComplete(
+        stage,
+        result ->
+            result.isSuccess()
+                ? onSuccess.apply(result.get())
+                : error(StatusCodes.SERVICE_UNAVAILABLE, "unavailable", "the session did not answer in time; retry"));
+  }
+
+  private Route json(StatusCode status, Object body) {
+    return complete(jsonResponse(status, body));
+  }
+
+  private Route error(StatusCode status, String code, String message) {
+    return complete(errorResponse(status, code, message));
+  }
+
+  private static HttpResponse jsonResponse(StatusCode status, Object body) {
+    try {
+      return HttpResponse.create()
+          .withStatus(status)
+          .withEntity(HttpEntities.create(ContentTypes.APPLICATION_JSON, JSON.writeValueAsString(body)));
+    } catch (JsonProcessingException e) {
+      throw new IllegalStateException(e);
+    }
+  }
+
+  static HttpResponse errorResponse(StatusCode status, String code, String message) {
+    return jsonResponse(status, Map.of("error", code, "message", message));
+  }
+
+  private static ExceptionHandler exceptionHandler() {
+    return ExceptionHandler.newBuilder()
+        .match(
+            EntityStreamSizeException.class,
+            e -> completeWithResponse(errorResponse(StatusCodes.PAYLOAD_TOO_LARGE, "too-large", "request body exceeds the limit")))
+        .matchAny(
+            e -> completeWithResponse(errorResponse(StatusCodes.INTERNAL_SERVER_ERROR, "internal", "internal error")))
+        .build();
+  }
+
+  private static Route completeWithResponse(HttpResponse response) {
+    return new AllDirectives() {}.complete(response);
+  }
+
+  /** pekko-http's default rejection answers, re-dressed as JSON errors. */
+  private static RejectionHandler rejectionHandler() {
+    return RejectionHandler.defaultHandler()
+        .mapRejectionResponse(
+            response -> {
+              if (response.entity().getContentType().equals(ContentTypes.APPLICATION_JSON)) return response;
+              String text =
+                  Optional.of(response.entity())
+                      .filter(e -> e.isStrict())
+                      .map(e -> ((org.apache.pekko.http.javadsl.model.HttpEntity.Strict) e).getData().utf8String())
+                      .orElse(response.status().reason());
+              String code = response.status().intValue() == 404 ? "not-found" : response.status().intValue() == 413 ? "too-large" : "bad-request";
+              return errorResponse(response.status(), code, text.isBlank() ? response.status().reason() : text);
+            });
+  }
+}

@@ -1,0 +1,59 @@
+package dev.tether.gateway;
+
+import org.apache.pekko.NotUsed;
+import org.apache.pekko.event.LoggingAdapter;
+import org.apache.pekko.http.impl.engine.ws.FrameEvent;
+import org.apache.pekko.http.impl.engine.ws.FrameEvent$;
+import org.apache.pekko.http.impl.engine.ws.FrameStart;
+import org.apache.pekko.http.impl.engine.ws.UpgradeToWebSocketLowLevel;
+import org.apache.pekko.http.impl.engine.ws.WebSocket$;
+import org.apache.pekko.http.javadsl.model.HttpResponse;
+import org.apache.pekko.http.scaladsl.model.ws.Message;
+import org.apache.pekko.http.scaladsl.settings.WebSocketSettings;
+import org.apache.pekko.stream.javadsl.Flow;
+import org.apache.pekko.stream.FlowShape;
+import org.apache.pekko.stream.Graph;
+import scala.Option;
+import scala.concurrent.duration.FiniteDuration;
+
+/**
+ * Accepts a WebSocket upgrade with pekko-http's own WebSocket stack (framing, masking, control
+ * frames, ping answers, the close handshake), plus one addition: the final close frame carries the
+ * code from the connection's {@link CloseSignal} instead of the fixed 1000/1011.
+ *
+ * <p>pekko-http has no public API for application close codes (akka/akka-http#2458), so this
+ * class reaches into its internal {@code UpgradeToWebSocketLowLevel.handleFrames}, the same route
+ * Play Framework takes. It is the only place Tether touches pekko-http internals; the version is
+ * pinned in pom.xml and the scenario tests assert every close code.
+ */
+final class CloseCodeWebSocket {
+  private static final byte CLOSE_OPCODE = 0x8; // RFC 6455, section 5.5.1
+  private static final FiniteDuration CLOSE_TIMEOUT = FiniteDuration.apply(3, "seconds");
+
+  private CloseCodeWebSocket() {}
+
+  static HttpResponse accept(
+      org.apache.pekko.http.javadsl.model.ws.WebSocketUpgrade upgrade,
+      Flow<Message, Message, NotUsed> handler,
+      CloseSignal closeSignal,
+      WebSocketSettings settings,
+      LoggingAdapter log) {
+    UpgradeToWebSocketLowLevel lowLevel = (UpgradeToWebSocketLowLevel) upgrade;
+    var stack = WebSocket$.MODULE$.stack(true, settings, CLOSE_TIMEOUT, log);
+    org.apache.pekko.stream.scaladsl.Flow<FrameEvent, FrameEvent, NotUsed> frames =
+        stack.join(handler.asScala());
+    org.apache.pekko.stream.scaladsl.Flow<FrameEvent, FrameEvent, NotUsed> withCloseCodes =
+        frames.via(Flow.<FrameEvent>create().map(frame -> withCloseCode(frame, closeSignal)).asScala());
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    Graph<FlowShape<FrameEvent, FrameEvent>, Object> graph = (Graph) withCloseCodes;
+    return lowLevel.handleFrames(graph, Option.empty());
+  }
+
+  private static FrameEvent withCloseCode(FrameEvent frame, CloseSignal closeSignal) {
+    if (frame instanceof FrameStart start && start.header().opcode().code() == CLOSE_OPCODE) {
+      CloseSignal.Close close = closeSignal.get();
+      if (close != null) return FrameEvent$.MODULE$.closeFrame(close.code(), close.reason(), Option.empty());
+    }
+    return frame;
+  }
+}

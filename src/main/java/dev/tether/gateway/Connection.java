@@ -1,0 +1,512 @@
+package dev.tether.gateway;
+
+import dev.tether.session.ClientProxy;
+import dev.tether.telemetry.TetherMetrics;
+import dev.tether.session.SessionStore;
+import dev.tether.session.ToConnection;
+import java.security.SecureRandom;
+import java.time.Duration;
+import java.util.Base64;
+import java.util.Optional;
+import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.Behavior;
+import org.apache.pekko.actor.typed.Terminated;
+import org.apache.pekko.actor.typed.javadsl.ActorContext;
+import org.apache.pekko.actor.typed.javadsl.Behaviors;
+import org.apache.pekko.actor.typed.javadsl.StashBuffer;
+import org.apache.pekko.actor.typed.javadsl.TimerScheduler;
+import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
+import org.apache.pekko.http.javadsl.model.ws.Message;
+import org.apache.pekko.http.javadsl.model.ws.TextMessage;
+import org.apache.pekko.stream.BoundedSourceQueue;
+import org.apache.pekko.stream.QueueOfferResult;
+
+/**
+ * One WebSocket connection: the bridge between a socket and the session ({@link ClientProxy}) it
+ * holds, which may live on another node.
+ *
+ * <p>Frames arrive decoded from the socket's stream, one at a time (the stream waits for an ack,
+ * so a flooding client is slowed by TCP, not buffered here). Frames go out through a bounded
+ * queue; a client that does not read fast enough overflows it and is closed with 4009, its
+ * session keeping the messages for its resume.
+ *
+ * <p>Phases: awaiting the handshake → handshaking (waiting for the session) → attached →
+ * closing.
+ */
+public final class Connection {
+
+  interface Command {}
+
+  /** The stream is ready; frames will follow, each acked before the next. */
+  record StreamStarted(ActorRef<StreamAck> ackTo) implements Command {}
+
+  record FrameReceived(ClientFrame frame, ActorRef<StreamAck> ackTo) implements Command {}
+
+  enum StreamAck {
+    INSTANCE
+  }
+
+  /** The socket is gone (closed by either side, or failed). */
+  record StreamEnded() implements Command {}
+
+  record FromSession(ToConnection message) implements Command {}
+
+  private record TombstoneChecked(String reason) implements Command {}
+
+  private enum HandshakeTimedOut implements Command {
+    INSTANCE
+  }
+
+  private enum SessionUnresponsive implements Command {
+    INSTANCE
+  }
+
+  private enum HeartbeatCheck implements Command {
+    INSTANCE
+  }
+
+  private enum CloseStalled implements Command {
+    INSTANCE
+  }
+
+  /** What every connection shares. */
+  public record Dependencies(
+      GatewaySettings settings,
+      Authenticator authenticator,
+      ClusterSharding sharding,
+      SessionStore store,
+      TetherMetrics metrics) {}
+
+  static Behavior<Command> create(
+      Dependencies deps, BoundedSourceQueue<Message> out, CloseSignal closeSignal, String remote) {
+    return Behaviors.setup(
+        context ->
+            Behaviors.withTimers(
+                timers ->
+                    Behaviors.withStash(
+                        deps.settings().maxPendingFrames(),
+                        stash -> new Connection(deps, out, closeSignal, remote, context, timers, stash).start())));
+  }
+
+  private static final SecureRandom RANDOM = new SecureRandom();
+  private static final String ANONYMOUS = "anonymous";
+
+  private final GatewaySettings settings;
+  private final Authenticator authenticator;
+  private final ClusterSharding sharding;
+  private final SessionStore store;
+  private final TetherMetrics metrics;
+  private final BoundedSourceQueue<Message> out;
+  private final CloseSignal closeSignal;
+  private final String remote;
+  private final ActorContext<Command> context;
+  private final TimerScheduler<Command> timers;
+  private final StashBuffer<Command> stash;
+  private final ActorRef<ToConnection> sessionAdapter;
+
+  private long lastHeardNanos = System.nanoTime();
+  private int badFrames;
+
+  // The session this connection is creating or holds.
+  private String sessionId;
+  private String resumeToken;
+  private long generation;
+  private ActorRef<ClientProxy.Command> session;
+  private String newSessionUser; // the user of the new session to create when a resume fails
+  private String newSessionReason = "new";
+  private long handshakeStartedNanos;
+  private long lastWrittenSeq;
+  private boolean sessionReleased; // detached, ended, or taken over: nothing more to tell it
+
+  private Connection(
+      Dependencies deps,
+      BoundedSourceQueue<Message> out,
+      CloseSignal closeSignal,
+      String remote,
+      ActorContext<Command> context,
+      TimerScheduler<Command> timers,
+      StashBuffer<Command> stash) {
+    this.settings = deps.settings();
+    this.authenticator = deps.authenticator();
+    this.sharding = deps.sharding();
+    this.store = deps.store();
+    this.metrics = deps.metrics();
+    this.out = out;
+    this.closeSignal = closeSignal;
+    this.remote = remote;
+    this.context = context;
+    this.timers = timers;
+    this.stash = stash;
+    this.sessionAdapter = context.messageAdapter(ToConnection.class, FromSession::new);
+  }
+
+  private Behavior<Command> start() {
+    metrics.connectionOpened();
+    timers.startSingleTimer(HandshakeTimedOut.INSTANCE, settings.handshakeTimeout());
+    return awaitingHandshake();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Phase 1: nothing but hello or resume, within the handshake timeout
+
+  private Behavior<Command> awaitingHandshake() {
+    return Behaviors.receive(Command.class)
+        .onMessage(StreamStarted.class, this::onStreamStarted)
+        .onMessage(FrameReceived.class, this::onFrameBeforeHandshake)
+        .onMessageEquals(HandshakeTimedOut.INSTANCE, () -> close(4001, "handshake timeout"))
+        .onMessage(StreamEnded.class, m -> stopped())
+        .build();
+  }
+
+  private Behavior<Command> onStreamStarted(StreamStarted started) {
+    started.ackTo().tell(StreamAck.INSTANCE);
+    return Behaviors.same();
+  }
+
+  private Behavior<Command> onFrameBeforeHandshake(FrameReceived received) {
+    received.ackTo().tell(StreamAck.INSTANCE);
+    lastHeardNanos = System.nanoTime();
+    metrics.frameIn();
+    ClientFrame frame = received.frame();
+    if (frame instanceof ClientFrame.Hello hello) return onHello(hello);
+    if (frame instanceof ClientFrame.Resume resume) return onResume(resume);
+    if (frame instanceof ClientFrame.Ping) {
+      write(FrameCodec.PONG);
+      return Behaviors.same();
+    }
+    if (frame instanceof ClientFrame.TooLarge tooLarge) return frameTooLarge(tooLarge);
+    if (frame instanceof ClientFrame.Bad bad) return badFrame(bad.code(), bad.message());
+    return badFrame("bad-frame", "the first frame must be hello or resume");
+  }
+
+  private Behavior<Command> onHello(ClientFrame.Hello hello) {
+    Optional<String> user = authenticator.authenticate(hello.user(), hello.token());
+    if (user.isEmpty()) return authFailed();
+    newSessionUser = user.get();
+    newSessionReason = "new";
+    beginHandshake();
+    return openNewSession();
+  }
+
+  private Behavior<Command> onResume(ClientFrame.Resume resume) {
+    String claimedUser = null;
+    if (authenticator.hasCredentials(resume.user(), resume.token())) {
+      Optional<String> user = authenticator.authenticate(resume.user(), resume.token());
+      if (user.isEmpty()) return authFailed();
+      claimedUser = user.get();
+    }
+    // The user of the new session, should this resume not continue the old one.
+    newSessionUser = claimedUser != null ? claimedUser : authenticator.devMode() ? ANONYMOUS : null;
+    beginHandshake();
+    sessionId = resume.sessionId();
+    resumeToken = resume.resumeToken();
+    sharding
+        .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
+        .tell(
+            new ClientProxy.Resume(
+                claimedUser, ClientProxy.hashToken(resume.resumeToken()), resume.lastSeq(), sessionAdapter));
+    return handshaking();
+  }
+
+  private void beginHandshake() {
+    timers.cancel(HandshakeTimedOut.INSTANCE);
+    handshakeStartedNanos = System.nanoTime();
+    // The session answers within the ask timeout unless the cluster is in trouble.
+    timers.startSingleTimer(SessionUnresponsive.INSTANCE, settings.askTimeout().multipliedBy(2));
+  }
+
+  private Behavior<Command> openNewSession() {
+    sessionId = "s_" + randomToken(15);
+    resumeToken = "r_" + randomToken(32);
+    sharding
+        .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
+        .tell(new ClientProxy.Open(newSessionUser, ClientProxy.hashToken(resumeToken), sessionAdapter));
+    return handshaking();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Phase 2: waiting for the session to answer; client frames wait in a bounded stash
+
+  private Behavior<Command> handshaking() {
+    return Behaviors.receive(Command.class)
+        .onMessage(FromSession.class, this::onSessionDuringHandshake)
+        .onMessage(TombstoneChecked.class, this::onTombstoneChecked)
+        .onMessage(FrameReceived.class, this::onFrameDuringHandshake)
+        .onMessageEquals(SessionUnresponsive.INSTANCE, () -> close(1011, "session unavailable"))
+        .onMessage(StreamEnded.class, m -> stopped())
+        .build();
+  }
+
+  private Behavior<Command> onFrameDuringHandshake(FrameReceived received) {
+    received.ackTo().tell(StreamAck.INSTANCE);
+    lastHeardNanos = System.nanoTime();
+    metrics.frameIn();
+    ClientFrame frame = received.frame();
+    if (frame instanceof ClientFrame.Ping) {
+      write(FrameCodec.PONG);
+      return Behaviors.same();
+    }
+    if (frame instanceof ClientFrame.Hello || frame instanceof ClientFrame.Resume) {
+      return badFrame("bad-frame", "a handshake is already in progress");
+    }
+    if (stash.isFull()) return protocolError("too many frames before the welcome");
+    // Frames a client pipelines after its handshake (acks, sends) are handled once attached.
+    stash.stash(new FrameReceived(frame, context.getSystem().ignoreRef()));
+    return Behaviors.same();
+  }
+
+  private Behavior<Command> onSessionDuringHandshake(FromSession fromSession) {
+    ToConnection message = fromSession.message();
+    if (message instanceof ToConnection.Welcome welcome) return onWelcome(welcome);
+    if (message instanceof ToConnection.ResumeRejected rejected) return onResumeRejected(rejected);
+    return Behaviors.same();
+  }
+
+  private Behavior<Command> onResumeRejected(ToConnection.ResumeRejected rejected) {
+    if (!"unknown".equals(rejected.reason())) return startOver(rejected.reason());
+    // No such session now; a tombstone tells whether it existed and how it ended.
+    String forgotten = sessionId;
+    context.pipeToSelf(
+        store.tombstoneReason(forgotten),
+        (reason, failure) ->
+            new TombstoneChecked(failure == null && reason.isPresent() ? reason.get() : "unknown"));
+    return Behaviors.same();
+  }
+
+  private Behavior<Command> onTombstoneChecked(TombstoneChecked checked) {
+    return startOver(checked.reason());
+  }
+
+  /** The resume did not continue the session: a new one is created, and the welcome says why. */
+  private Behavior<Command> startOver(String reason) {
+    if (newSessionUser == null) {
+      // hmac mode and the resume carried no token: nobody to create a session for.
+      return authFailed();
+    }
+    newSessionReason = reason;
+    return openNewSession();
+  }
+
+  private Behavior<Command> onWelcome(ToConnection.Welcome welcome) {
+    timers.cancel(SessionUnresponsive.INSTANCE);
+    generation = welcome.generation();
+    session = welcome.session();
+    context.watch(session);
+    lastWrittenSeq = welcome.resumed() ? welcome.lastSeq() - welcome.replay() : welcome.lastSeq();
+    String reason = welcome.resumed() ? "resumed" : newSessionReason;
+    write(
+        FrameCodec.welcome(
+            new FrameCodec.WelcomeFrame(
+                welcome.sessionId(),
+                resumeToken,
+                welcome.resumed(),
+                reason,
+                welcome.replay(),
+                welcome.lastSeq(),
+                welcome.clientSeq(),
+                welcome.lost(),
+                settings.heartbeatInterval().toMillis(),
+                settings.heartbeatTimeout().toMillis(),
+                welcome.graceMillis(),
+                welcome.rooms(),
+                welcome.userId())));
+    metrics.welcomed(reason, System.nanoTime() - handshakeStartedNanos, welcome.replay(), welcome.lost());
+    Duration tick = heartbeatTick();
+    timers.startTimerWithFixedDelay(HeartbeatCheck.INSTANCE, tick, tick);
+    return stash.unstashAll(attached());
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Phase 3: attached to a session
+
+  private Behavior<Command> attached() {
+    return Behaviors.receive(Command.class)
+        .onMessage(FrameReceived.class, this::onFrameAttached)
+        .onMessage(FromSession.class, this::onSessionAttached)
+        .onMessageEquals(HeartbeatCheck.INSTANCE, this::onHeartbeatCheck)
+        .onMessage(StreamEnded.class, m -> stopped())
+        .onSignal(Terminated.class, t -> close(1012, "session moved, resume to continue"))
+        .build();
+  }
+
+  private Behavior<Command> onFrameAttached(FrameReceived received) {
+    received.ackTo().tell(StreamAck.INSTANCE);
+    lastHeardNanos = System.nanoTime();
+    metrics.frameIn();
+    ClientFrame frame = received.frame();
+    if (frame instanceof ClientFrame.Ack ack) {
+      session.tell(new ClientProxy.Ack(generation, ack.seq()));
+    } else if (frame instanceof ClientFrame.Send send) {
+      session.tell(new ClientProxy.SendUpstream(generation, send.cseq(), send.to(), send.data(), send.echo()));
+    } else if (frame instanceof ClientFrame.Join join) {
+      session.tell(new ClientProxy.Join(generation, join.room()));
+    } else if (frame instanceof ClientFrame.Leave leave) {
+      session.tell(new ClientProxy.Leave(generation, leave.room()));
+    } else if (frame instanceof ClientFrame.Ping) {
+      write(FrameCodec.PONG);
+    } else if (frame instanceof ClientFrame.Bye) {
+      session.tell(new ClientProxy.Logout(generation));
+    } else if (frame instanceof ClientFrame.Hello || frame instanceof ClientFrame.Resume) {
+      return badFrame("bad-frame", "this connection already holds a session");
+    } else if (frame instanceof ClientFrame.TooLarge tooLarge) {
+      return frameTooLarge(tooLarge);
+    } else if (frame instanceof ClientFrame.Bad bad) {
+      return badFrame(bad.code(), bad.message());
+    }
+    return closingOrSame();
+  }
+
+  private Behavior<Command> onSessionAttached(FromSession fromSession) {
+    ToConnection message = fromSession.message();
+    if (message instanceof ToConnection.Deliver deliver) {
+      // Replay and live messages come from one sender in order; this guard only keeps a
+      // duplicate from ever reaching the client should that ever be broken.
+      if (deliver.message().seq() > lastWrittenSeq) {
+        lastWrittenSeq = deliver.message().seq();
+        if (write(FrameCodec.msg(deliver.message()))) metrics.messageWritten();
+      }
+    } else if (message instanceof ToConnection.UpstreamConfirmed confirmed) {
+      write(FrameCodec.sent(confirmed.cseq()));
+    } else if (message instanceof ToConnection.UpstreamRejected rejected) {
+      write(FrameCodec.sendError(rejected.cseq(), rejected.code(), rejected.message()));
+    } else if (message instanceof ToConnection.RoomJoined joined) {
+      write(FrameCodec.joined(joined.room()));
+    } else if (message instanceof ToConnection.RoomLeft left) {
+      write(FrameCodec.left(left.room()));
+    } else if (message instanceof ToConnection.RoomRejected rejected) {
+      write(FrameCodec.roomError(rejected.room(), rejected.code(), rejected.message()));
+    } else if (message instanceof ToConnection.Kicked kicked) {
+      sessionReleased = true;
+      write(FrameCodec.kicked(kicked.reason()));
+      boolean takenOver = "taken-over".equals(kicked.reason());
+      if (!takenOver) metrics.kicked();
+      return close(takenOver ? 4002 : 4004, takenOver ? "taken over" : "kicked");
+    } else if (message instanceof ToConnection.LoggedOut) {
+      sessionReleased = true;
+      write(FrameCodec.BYE);
+      metrics.loggedOut();
+      return close(1000, "bye");
+    }
+    return closingOrSame();
+  }
+
+  private Behavior<Command> onHeartbeatCheck() {
+    long silentNanos = System.nanoTime() - lastHeardNanos;
+    if (silentNanos >= settings.heartbeatTimeout().toNanos()) {
+      metrics.heartbeatTimeout();
+      return close(4008, "heartbeat timeout");
+    }
+    return Behaviors.same();
+  }
+
+  /** The check runs ten times per timeout, so a silent client is closed at most 10% late. */
+  private Duration heartbeatTick() {
+    Duration tick = settings.heartbeatTimeout().dividedBy(10);
+    return tick.compareTo(Duration.ofMillis(50)) < 0 ? Duration.ofMillis(50) : tick;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Errors and closing
+
+  private Behavior<Command> badFrame(String code, String message) {
+    badFrames++;
+    metrics.badFrame(code);
+    write(FrameCodec.error(code, message));
+    if (badFrames > settings.maxBadFrames()) return protocolError("too many bad frames");
+    return closingOrSame();
+  }
+
+  private Behavior<Command> frameTooLarge(ClientFrame.TooLarge tooLarge) {
+    metrics.badFrame("frame-too-large");
+    write(
+        FrameCodec.error(
+            "frame-too-large",
+            "frame of " + tooLarge.bytes() + "+ bytes exceeds the limit of " + settings.maxFrameBytes()));
+    return close(4003, "frame too large");
+  }
+
+  private Behavior<Command> protocolError(String reason) {
+    return close(4003, reason);
+  }
+
+  private Behavior<Command> authFailed() {
+    metrics.badFrame("auth-failed");
+    write(FrameCodec.error("auth-failed", "missing or invalid credentials"));
+    return close(4005, "authentication failed");
+  }
+
+  /** Writes a frame; false when the client is too slow to take it (then the socket is closing). */
+  private boolean write(String json) {
+    QueueOfferResult result = out.offer(TextMessage.create(json));
+    if (result == QueueOfferResult.enqueued()) {
+      metrics.frameOut();
+      return true;
+    }
+    if (result == QueueOfferResult.dropped() && closing == null) {
+      metrics.slowConsumer();
+      closeSignal.set(4009, "slow consumer");
+      releaseSession();
+      // fail() drops what is buffered, so the close does not wait behind frames the client
+      // is not reading. The session still holds them all.
+      out.fail(new SlowConsumer());
+      closing = closing();
+    }
+    return false;
+  }
+
+  private Behavior<Command> closing;
+
+  private Behavior<Command> closingOrSame() {
+    return closing != null ? closing : Behaviors.same();
+  }
+
+  private Behavior<Command> close(int code, String reason) {
+    if (closing != null) return closing;
+    closeSignal.set(code, reason);
+    if (code != 1000 && code != 4002 && code != 4004) releaseSession();
+    out.complete();
+    closing = closing();
+    return closing;
+  }
+
+  /** Tells the session its connection is gone, so its grace period starts now, not later. */
+  private void releaseSession() {
+    if (session != null && !sessionReleased) {
+      sessionReleased = true;
+      session.tell(new ClientProxy.Detach(generation));
+    }
+  }
+
+  // Phase 4: the close frame is on its way; wait for the stream to end (at most a few seconds).
+  private Behavior<Command> closing() {
+    timers.cancel(HeartbeatCheck.INSTANCE);
+    timers.startSingleTimer(CloseStalled.INSTANCE, Duration.ofSeconds(10));
+    return Behaviors.receive(Command.class)
+        .onMessage(FrameReceived.class, r -> {
+          r.ackTo().tell(StreamAck.INSTANCE);
+          return Behaviors.same();
+        })
+        .onMessage(StreamEnded.class, m -> stopped())
+        .onMessageEquals(CloseStalled.INSTANCE, this::stopped)
+        .build();
+  }
+
+  private Behavior<Command> stopped() {
+    releaseSession();
+    metrics.connectionClosed();
+    return Behaviors.stopped();
+  }
+
+  private static String randomToken(int bytes) {
+    byte[] random = new byte[bytes];
+    RANDOM.nextBytes(random);
+    return Base64.getUrlEncoder().withoutPadding().encodeToString(random);
+  }
+
+  /** Fails the outgoing stream of a client that does not read. */
+  static final class SlowConsumer extends RuntimeException {
+    SlowConsumer() {
+      super("client did not read fast enough", null, false, false);
+    }
+  }
+}

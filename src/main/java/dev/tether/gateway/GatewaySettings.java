@@ -1,0 +1,51 @@
+package dev.tether.gateway;
+
+import com.typesafe.config.Config;
+import java.time.Duration;
+
+/** The gateway's knobs, read once from {@code tether.gateway} and {@code tether.http}. */
+public record GatewaySettings(
+    String host,
+    int port,
+    Duration handshakeTimeout,
+    Duration heartbeatInterval,
+    Duration heartbeatTimeout,
+    int maxFrameBytes,
+    int maxBadFrames,
+    long maxBodyBytes,
+    int outgoingBuffer,
+    int maxPendingFrames,
+    AuthMode authMode,
+    String jwtSecret,
+    String apiToken,
+    Duration askTimeout) {
+
+  public enum AuthMode {
+    DEV,
+    HMAC
+  }
+
+  public static GatewaySettings from(Config config) {
+    Config g = config.getConfig("tether.gateway");
+    AuthMode mode = AuthMode.valueOf(g.getString("auth.mode").trim().toUpperCase());
+    String secret = g.getString("auth.jwt-secret");
+    if (mode == AuthMode.HMAC && secret.isBlank()) {
+      throw new IllegalArgumentException("tether.gateway.auth.mode = hmac needs TETHER_JWT_SECRET");
+    }
+    return new GatewaySettings(
+        config.getString("tether.http.host"),
+        config.getInt("tether.http.port"),
+        g.getDuration("handshake-timeout"),
+        g.getDuration("heartbeat.interval"),
+        g.getDuration("heartbeat.timeout"),
+        (int) g.getBytes("limits.max-frame-bytes").longValue(),
+        g.getInt("limits.max-bad-frames"),
+        g.getBytes("limits.max-body-bytes"),
+        g.getInt("limits.outgoing-buffer"),
+        g.getInt("limits.max-pending-frames"),
+        mode,
+        secret,
+        g.getString("api.token"),
+        config.getDuration("tether.session.ask-timeout"));
+  }
+}

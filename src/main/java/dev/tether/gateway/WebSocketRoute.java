@@ -1,0 +1,128 @@
+package dev.tether.gateway;
+
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionStage;
+import java.util.concurrent.atomic.AtomicLong;
+import java.nio.charset.StandardCharsets;
+import org.apache.pekko.NotUsed;
+import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.ActorSystem;
+import org.apache.pekko.actor.typed.Props;
+import org.apache.pekko.event.Logging;
+import org.apache.pekko.event.LoggingAdapter;
+import org.apache.pekko.http.javadsl.model.HttpResponse;
+import org.apache.pekko.http.javadsl.model.RemoteAddress;
+import org.apache.pekko.http.javadsl.model.ws.Message;
+import org.apache.pekko.http.javadsl.model.ws.TextMessage;
+import org.apache.pekko.http.javadsl.model.ws.WebSocketUpgrade;
+import org.apache.pekko.http.javadsl.server.AllDirectives;
+import org.apache.pekko.http.javadsl.server.Route;
+import org.apache.pekko.http.scaladsl.settings.WebSocketSettings;
+import org.apache.pekko.japi.Pair;
+import org.apache.pekko.stream.BoundedSourceQueue;
+import org.apache.pekko.stream.Materializer;
+import org.apache.pekko.stream.StreamLimitReachedException;
+import org.apache.pekko.stream.javadsl.Flow;
+import org.apache.pekko.stream.javadsl.Sink;
+import org.apache.pekko.stream.javadsl.Source;
+import org.apache.pekko.stream.typed.javadsl.ActorSink;
+
+/**
+ * {@code GET /ws}: accepts the WebSocket and wires it to a new {@link Connection} actor. Incoming
+ * frames are size-checked and decoded in the stream, then handed to the actor one at a time;
+ * outgoing frames go through a bounded queue the actor fills.
+ */
+public final class WebSocketRoute extends AllDirectives {
+  private final ActorSystem<?> system;
+  private final Connection.Dependencies deps;
+  private final Materializer materializer;
+  private final WebSocketSettings webSocketSettings;
+  private final LoggingAdapter log;
+  private final AtomicLong connectionIds = new AtomicLong();
+
+  public WebSocketRoute(ActorSystem<?> system, Connection.Dependencies deps) {
+    this.system = system;
+    this.deps = deps;
+    this.materializer = Materializer.matFromSystem(system);
+    this.webSocketSettings = org.apache.pekko.http.scaladsl.settings.ServerSettings$.MODULE$.apply(system.settings().config()).websocketSettings();
+    this.log = Logging.getLogger(system.classicSystem(), WebSocketRoute.class);
+  }
+
+  public Route route() {
+    return path(
+        "ws",
+        () ->
+            get(
+                () ->
+                    extractClientIP(
+                        ip -> extractWebSocketUpgrade(upgrade -> complete(accept(upgrade, ip))))));
+  }
+
+  private HttpResponse accept(WebSocketUpgrade upgrade, RemoteAddress ip) {
+    Pair<BoundedSourceQueue<Message>, Source<Message, NotUsed>> outgoing =
+        Source.<Message>queue(deps.settings().outgoingBuffer()).preMaterialize(materializer);
+    CloseSignal closeSignal = new CloseSignal();
+    String remote = ip.getAddress().map(a -> a.getHostAddress()).orElse("unknown");
+    ActorRef<Connection.Command> connection =
+        system.systemActorOf(
+            Connection.create(deps, outgoing.first(), closeSignal, remote),
+            "ws-" + connectionIds.incrementAndGet(),
+            Props.empty());
+
+    Sink<Message, NotUsed> incoming =
+        Flow.<Message>create()
+            .mapAsync(1, this::decode)
+            .to(
+                ActorSink.<ClientFrame, Connection.Command, Connection.StreamAck>actorRefWithBackpressure(
+                    connection,
+                    (ackTo, frame) -> new Connection.FrameReceived(frame, ackTo),
+                    Connection.StreamStarted::new,
+                    Connection.StreamAck.INSTANCE,
+                    new Connection.StreamEnded(),
+                    failure -> new Connection.StreamEnded()));
+
+    // Coupled: when either side ends (the client closes, or the actor completes the queue),
+    // the other ends too.
+    Flow<Message, Message, NotUsed> handler = Flow.fromSinkAndSourceCoupled(incoming, outgoing.second());
+    Flow<org.apache.pekko.http.scaladsl.model.ws.Message, org.apache.pekko.http.scaladsl.model.ws.Message, NotUsed>
+        scalaHandler =
+            Flow.<org.apache.pekko.http.scaladsl.model.ws.Message>create()
+                .map(m -> (Message) m)
+                .via(handler)
+                .map(Message::asScala);
+    return CloseCodeWebSocket.accept(upgrade, scalaHandler, closeSignal, webSocketSettings, log);
+  }
+
+  /** One WebSocket message to one frame, refusing binary messages and anything over the size limit. */
+  private CompletionStage<ClientFrame> decode(Message message) {
+    int limit = deps.settings().maxFrameBytes();
+    if (!message.isText()) {
+      message.asBinaryMessage().getStreamedData().runWith(Sink.ignore(), materializer);
+      return CompletableFuture.completedFuture(
+          new ClientFrame.Bad("bad-frame", "binary frames are not supported; send JSON text frames"));
+    }
+    TextMessage text = message.asTextMessage();
+    if (text.isStrict()) return CompletableFuture.completedFuture(decodeText(text.getStrictText(), limit));
+    // A fragmented message is collected only up to the limit; the rest is discarded unread.
+    return text.getStreamedText()
+        .limitWeighted(limit, part -> (long) part.length())
+        .runFold(new StringBuilder(), StringBuilder::append, materializer)
+        .thenApply(collected -> decodeText(collected.toString(), limit))
+        .exceptionally(
+            failure ->
+                failure instanceof StreamLimitReachedException
+                        || failure.getCause() instanceof StreamLimitReachedException
+                    ? new ClientFrame.TooLarge(limit + 1L)
+                    : new ClientFrame.Bad("bad-frame", "could not read the frame"));
+  }
+
+  private static ClientFrame decodeText(String text, int limit) {
+    // Characters are at most 3 bytes in UTF-8 (4 for a surrogate pair of 2 chars), so only
+    // long texts need counting.
+    if ((long) text.length() * 3 > limit) {
+      int bytes = text.getBytes(StandardCharsets.UTF_8).length;
+      if (bytes > limit) return new ClientFrame.TooLarge(bytes);
+    }
+    return FrameCodec.decode(text);
+  }
+}

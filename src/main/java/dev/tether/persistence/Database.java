@@ -1,0 +1,117 @@
+package dev.tether.persistence;
+
+import com.zaxxer.hikari.HikariConfig;
+import com.zaxxer.hikari.HikariDataSource;
+import io.zonky.test.db.postgres.embedded.EmbeddedPostgres;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Map;
+import javax.sql.DataSource;
+import org.flywaydb.core.Flyway;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The PostgreSQL server Tether writes to: an external one (TETHER_DB_URL) or an embedded one
+ * started from the zonky binaries, so that a fresh machine needs nothing but Java and Maven.
+ * Migrations from db/migrations are applied before the actor system starts.
+ */
+public final class Database implements AutoCloseable {
+  private static final Logger log = LoggerFactory.getLogger(Database.class);
+
+  private final String url;
+  private final String user;
+  private final String password;
+  private final EmbeddedPostgres embedded; // null when external
+  private final HikariDataSource dataSource;
+
+  private Database(String url, String user, String password, EmbeddedPostgres embedded, int poolSize) {
+    this.url = url;
+    this.user = user;
+    this.password = password;
+    this.embedded = embedded;
+    HikariConfig hikari = new HikariConfig();
+    hikari.setJdbcUrl(url);
+    hikari.setUsername(user);
+    hikari.setPassword(password);
+    hikari.setMaximumPoolSize(Math.max(2, poolSize / 2));
+    hikari.setPoolName("tether-store");
+    this.dataSource = new HikariDataSource(hikari);
+  }
+
+  /** Starts (embedded) or connects to (external) the database and applies the migrations. */
+  public static Database start(DatabaseSettings settings) {
+    Database database;
+    if (settings.embedded()) {
+      EmbeddedPostgres pg = startEmbedded(settings);
+      String url = pg.getJdbcUrl("postgres", "postgres");
+      log.info("Embedded PostgreSQL listening on port {}", pg.getPort());
+      database = new Database(url, "postgres", "postgres", pg, settings.poolSize());
+    } else {
+      database =
+          new Database(settings.url().get(), settings.user(), settings.password(), null, settings.poolSize());
+      log.info("Using external PostgreSQL at {}", settings.url().get());
+    }
+    database.migrate();
+    return database;
+  }
+
+  /** Connects to an existing database (tests create one database per test class). */
+  public static Database connect(String url, String user, String password) {
+    Database database = new Database(url, user, password, null, 4);
+    database.migrate();
+    return database;
+  }
+
+  private static EmbeddedPostgres startEmbedded(DatabaseSettings settings) {
+    try {
+      EmbeddedPostgres.Builder builder = EmbeddedPostgres.builder();
+      if (settings.embeddedPort() > 0) builder.setPort(settings.embeddedPort());
+      if (settings.embeddedDataDir().isPresent()) {
+        Path dir = Path.of(settings.embeddedDataDir().get()).toAbsolutePath();
+        Files.createDirectories(dir);
+        builder.setDataDirectory(dir).setCleanDataDirectory(false);
+      }
+      // Sessions write small rows often; these favour latency on a small machine. Durability
+      // is kept (fsync on): the journal is the product.
+      builder.setServerConfig("max_connections", "200");
+      return builder.start();
+    } catch (IOException e) {
+      throw new IllegalStateException("Could not start the embedded PostgreSQL", e);
+    }
+  }
+
+  private void migrate() {
+    Flyway.configure()
+        .dataSource(dataSource)
+        .locations("classpath:db/migrations")
+        .load()
+        .migrate();
+  }
+
+  /** The settings pekko-persistence-jdbc reads (see persistence.conf). */
+  public Map<String, Object> configOverrides() {
+    return Map.of("tether.db.url", url, "tether.db.user", user, "tether.db.password", password);
+  }
+
+  public DataSource dataSource() {
+    return dataSource;
+  }
+
+  public String url() {
+    return url;
+  }
+
+  @Override
+  public void close() {
+    dataSource.close();
+    if (embedded != null) {
+      try {
+        embedded.close();
+      } catch (IOException e) {
+        log.warn("Embedded PostgreSQL did not stop cleanly", e);
+      }
+    }
+  }
+}

@@ -1,0 +1,950 @@
+package dev.tether.session;
+
+import com.fasterxml.jackson.annotation.JsonAutoDetect;
+import com.fasterxml.jackson.annotation.JsonAutoDetect.Visibility;
+import dev.tether.CborSerializable;
+import java.security.MessageDigest;
+import java.nio.charset.StandardCharsets;
+import java.time.Clock;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.TreeSet;
+import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.ActorSystem;
+import org.apache.pekko.actor.typed.Behavior;
+import org.apache.pekko.actor.typed.javadsl.ActorContext;
+import org.apache.pekko.actor.typed.javadsl.Behaviors;
+import org.apache.pekko.actor.typed.javadsl.TimerScheduler;
+import org.apache.pekko.cluster.sharding.typed.ClusterShardingSettings;
+import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
+import org.apache.pekko.cluster.sharding.typed.javadsl.Entity;
+import org.apache.pekko.cluster.sharding.typed.javadsl.EntityTypeKey;
+import org.apache.pekko.persistence.typed.PersistenceId;
+import org.apache.pekko.persistence.typed.RecoveryCompleted;
+import org.apache.pekko.persistence.typed.javadsl.CommandHandlerWithReply;
+import org.apache.pekko.persistence.typed.javadsl.EventHandler;
+import org.apache.pekko.persistence.typed.javadsl.EventSourcedBehaviorWithEnforcedReplies;
+import org.apache.pekko.persistence.typed.javadsl.ReplyEffect;
+import org.apache.pekko.persistence.typed.javadsl.RetentionCriteria;
+import org.apache.pekko.persistence.typed.javadsl.SignalHandler;
+
+/**
+ * One client session: durable, event-sourced, sharded across the cluster.
+ *
+ * <p>It outlives its WebSocket: when the connection drops the session is detached and keeps
+ * queuing messages for the grace period; a {@code resume} with the right token attaches a new
+ * connection (on any node) and gets every message after the client's {@code lastSeq}, then the
+ * live ones. Only facts are persisted (queued, acked, attached, detached with its deadline); the
+ * connection's {@code ActorRef} and the timers are runtime state of this incarnation.
+ *
+ * <p>Lifecycle: NEW → ATTACHED ⇄ DETACHED → ENDED (logout, kick, grace expiry). An ended session's
+ * journal rows and snapshots are erased, leaving only a tombstone ({@link SessionStore}).
+ *
+ * <p>Sessions are remembered entities: if a node dies, its sessions are started again on another
+ * node, recover their grace deadline from the journal, and still expire on time even if no client
+ * ever comes back.
+ */
+public final class ClientProxy
+    extends EventSourcedBehaviorWithEnforcedReplies<ClientProxy.Command, ClientProxy.Event, ClientProxy.State> {
+
+  public static final EntityTypeKey<Command> ENTITY_TYPE_KEY =
+      EntityTypeKey.create(Command.class, "ClientProxy");
+
+  /** How many distinct senders a session remembers for de-duplicating retried deliveries. */
+  static final int MAX_REMEMBERED_ORIGINS = 1024;
+
+  private static final Duration RETRY_DELAY = Duration.ofSeconds(1);
+
+  // ---------------------------------------------------------------------------------------------
+  // Commands
+
+  public interface Command extends CborSerializable {}
+
+  /** A {@code hello}: start this (new) session for {@code userId}, held by {@code connection}. */
+  public record Open(String userId, String tokenHash, ActorRef<ToConnection> connection) implements Command {}
+
+  /**
+   * A {@code resume}: continue the session if the token matches, and the user too when the
+   * client named one ({@code userId} null: the resume token alone authenticates).
+   */
+  public record Resume(String userId, String tokenHash, long lastSeq, ActorRef<ToConnection> connection)
+      implements Command {}
+
+  /** The connection of {@code generation} is gone without a {@code bye}: the grace period starts. */
+  public record Detach(long generation) implements Command {}
+
+  /** Queue a downstream message (from the backend or from another client). */
+  public record Enqueue(Draft draft, ActorRef<EnqueueResult> replyTo) implements Command {}
+
+  /** Cumulative acknowledgement: everything up to {@code seq} may be forgotten. */
+  public record Ack(long generation, long seq) implements Command {}
+
+  /** An upstream {@code send}; answered {@code sent} once durably accepted. */
+  public record SendUpstream(long generation, long cseq, Target target, String data, boolean echo)
+      implements Command {}
+
+  public record Join(long generation, String room) implements Command {}
+
+  public record Leave(long generation, String room) implements Command {}
+
+  /** A {@code bye}: end the session now, with no grace. */
+  public record Logout(long generation) implements Command {}
+
+  /** The backend ends the session ({@code DELETE /api/sessions/{id}}). */
+  public record Kick(ActorRef<KickResult> replyTo) implements Command {}
+
+  public record GetState(ActorRef<StateReply> replyTo) implements Command {}
+
+  // Internal messages: timers and the completions of asynchronous work.
+  private enum GraceExpired implements Command {
+    INSTANCE
+  }
+
+  private enum DetachAfterRecovery implements Command {
+    INSTANCE
+  }
+
+  private enum RetryPendingWork implements Command {
+    INSTANCE
+  }
+
+  private record UpstreamDeliveryDone(long cseq, boolean delivered) implements Command {}
+
+  private record UserIndexDone(boolean ok) implements Command {}
+
+  private record RoomMembershipDone(String room, boolean ok) implements Command {}
+
+  private record EraseDone(boolean ok) implements Command {}
+
+  // ---------------------------------------------------------------------------------------------
+  // Replies
+
+  public sealed interface EnqueueResult extends CborSerializable {}
+
+  /** Durably queued as {@code seq}; {@code duplicate} when it was a retry already queued. */
+  public record Enqueued(long seq, boolean duplicate) implements EnqueueResult {}
+
+  /** Not queued: {@code unknown} (no such session), {@code ended}, or {@code not-member} of the room. */
+  public record NotDelivered(String reason) implements EnqueueResult {}
+
+  public record KickResult(boolean found) implements CborSerializable {}
+
+  /** The session's state, or {@code view == null} when there is no such session. */
+  public record StateReply(SessionView view) implements CborSerializable {}
+
+  public record SessionView(
+      String sessionId,
+      String userId,
+      String state,
+      long lastSeq,
+      long ackedSeq,
+      int outboxSize,
+      long outboxBytes,
+      long clientSeq,
+      List<String> rooms,
+      Long graceDeadline,
+      long resumes,
+      long takeovers,
+      long lost,
+      long generation,
+      long createdAt)
+      implements CborSerializable {}
+
+  // ---------------------------------------------------------------------------------------------
+  // Events
+
+  public interface Event extends CborSerializable {}
+
+  public record Opened(String sessionId, String userId, String tokenHash, long ts) implements Event {}
+
+  public record Attached(long generation, boolean resumed, boolean takeover, long ts) implements Event {}
+
+  public record Detached(long graceDeadline) implements Event {}
+
+  public record UserIndexed() implements Event {}
+
+  /**
+   * A message entered the outbox. {@code evictThrough} is the highest seq dropped to keep the
+   * outbox within its bounds (0 if none); those count as lost.
+   */
+  public record MessageQueued(OutboxMessage message, String origin, long originSeq, long evictThrough)
+      implements Event {}
+
+  public record Acked(long seq) implements Event {}
+
+  public record UpstreamAccepted(long cseq, Target target, String data, boolean echo, long ts)
+      implements Event {}
+
+  /** The upstream message was accepted (its cseq is used) but not delivered, e.g. not in the room. */
+  public record UpstreamRefused(long cseq, String code) implements Event {}
+
+  public record UpstreamDelivered(long cseq) implements Event {}
+
+  public record JoinedRoom(String room) implements Event {}
+
+  public record LeftRoom(String room) implements Event {}
+
+  /** The session is over: {@code logout}, {@code kicked} or {@code expired}. */
+  public record Ended(String reason, long ts) implements Event {}
+
+  // ---------------------------------------------------------------------------------------------
+  // State
+
+  public enum Status {
+    NEW,
+    ATTACHED,
+    DETACHED,
+    ENDED
+  }
+
+  /** An accepted upstream message not yet handed to all of its recipients. */
+  public record PendingUpstream(long cseq, Target target, String data, boolean echo, long ts)
+      implements CborSerializable {}
+
+  /** The last {@code originSeq} queued from one sending session, and when. */
+  public record OriginMark(long seq, long ts) implements CborSerializable {}
+
+  /**
+   * The session's durable state. Mutable for speed (an outbox is copied on no event), and only
+   * ever touched by this actor's event handler.
+   */
+  @JsonAutoDetect(
+      fieldVisibility = Visibility.ANY,
+      getterVisibility = Visibility.NONE,
+      isGetterVisibility = Visibility.NONE)
+  public static final class State implements CborSerializable {
+    Status status = Status.NEW;
+    String sessionId;
+    String userId;
+    String tokenHash;
+    long createdAt;
+    TreeMap<Long, OutboxMessage> outbox = new TreeMap<>();
+    long outboxBytes;
+    long nextSeq = 1;
+    long ackedSeq;
+    long clientSeq;
+    TreeSet<String> rooms = new TreeSet<>();
+    long generation;
+    long graceDeadline;
+    long resumes;
+    long takeovers;
+    long lost;
+    boolean userIndexed;
+    String endReason;
+    TreeMap<Long, PendingUpstream> pendingUpstream = new TreeMap<>();
+    HashMap<String, OriginMark> origins = new HashMap<>();
+
+    public Status status() {
+      return status;
+    }
+
+    public long lastSeq() {
+      return nextSeq - 1;
+    }
+
+    public boolean isLive() {
+      return status == Status.ATTACHED || status == Status.DETACHED;
+    }
+
+    public String tokenHash() {
+      return tokenHash;
+    }
+
+    public TreeMap<Long, OutboxMessage> outbox() {
+      return outbox;
+    }
+
+    public long outboxBytes() {
+      return outboxBytes;
+    }
+
+    public long ackedSeq() {
+      return ackedSeq;
+    }
+
+    public long clientSeq() {
+      return clientSeq;
+    }
+
+    public TreeSet<String> rooms() {
+      return rooms;
+    }
+
+    public long generation() {
+      return generation;
+    }
+
+    public long graceDeadline() {
+      return graceDeadline;
+    }
+
+    public long lost() {
+      return lost;
+    }
+
+    public long resumes() {
+      return resumes;
+    }
+
+    public long takeovers() {
+      return takeovers;
+    }
+
+    public String userId() {
+      return userId;
+    }
+
+    public String endReason() {
+      return endReason;
+    }
+
+    public boolean userIndexed() {
+      return userIndexed;
+    }
+
+    public TreeMap<Long, PendingUpstream> pendingUpstream() {
+      return pendingUpstream;
+    }
+
+    SessionView view() {
+      String shown =
+          switch (status) {
+            case ATTACHED -> "attached";
+            case DETACHED -> "detached";
+            case ENDED -> "ended";
+            case NEW -> "new";
+          };
+      return new SessionView(
+          sessionId,
+          userId,
+          shown,
+          lastSeq(),
+          ackedSeq,
+          outbox.size(),
+          outboxBytes,
+          clientSeq,
+          List.copyOf(rooms),
+          status == Status.DETACHED ? graceDeadline : null,
+          resumes,
+          takeovers,
+          lost,
+          generation,
+          createdAt);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Wiring
+
+  /** What a session needs from its surroundings. */
+  public record Dependencies(
+      ClientProxySettings settings, SessionStore store, Delivery delivery, Clock clock) {}
+
+  public static void init(ActorSystem<?> system, Dependencies deps) {
+    ClusterSharding.get(system)
+        .init(
+            Entity.of(
+                    ENTITY_TYPE_KEY,
+                    ctx -> create(ctx.getEntityId(), deps, ctx.getShard()))
+                .withSettings(ClusterShardingSettings.create(system).withRememberEntities(true)));
+  }
+
+  /**
+   * @param shard the shard to ask for passivation when the session is over; null outside sharding
+   *     (unit tests), where the session stops itself instead
+   */
+  public static Behavior<Command> create(
+      String sessionId, Dependencies deps, ActorRef<ClusterSharding.ShardCommand> shard) {
+    return Behaviors.setup(
+        context ->
+            Behaviors.withTimers(timers -> new ClientProxy(sessionId, deps, shard, context, timers)));
+  }
+
+  /** SHA-256 of a resume token, hex encoded: the server keeps only this. */
+  public static String hashToken(String token) {
+    try {
+      byte[] digest = MessageDigest.getInstance("SHA-256").digest(token.getBytes(StandardCharsets.UTF_8));
+      StringBuilder hex = new StringBuilder(digest.length * 2);
+      for (byte b : digest) hex.append(String.format("%02x", b));
+      return hex.toString();
+    } catch (java.security.NoSuchAlgorithmException e) {
+      throw new IllegalStateException(e);
+    }
+  }
+
+  private final String sessionId;
+  private final ClientProxySettings settings;
+  private final SessionStore store;
+  private final Delivery delivery;
+  private final Clock clock;
+  private final ActorRef<ClusterSharding.ShardCommand> shard;
+  private final ActorContext<Command> context;
+  private final TimerScheduler<Command> timers;
+
+  // Runtime state of this incarnation: never persisted.
+  private ActorRef<ToConnection> connection;
+  private boolean deliveringUpstream;
+  private boolean erasing;
+
+  private ClientProxy(
+      String sessionId,
+      Dependencies deps,
+      ActorRef<ClusterSharding.ShardCommand> shard,
+      ActorContext<Command> context,
+      TimerScheduler<Command> timers) {
+    super(PersistenceId.of(ENTITY_TYPE_KEY.name(), sessionId));
+    this.sessionId = sessionId;
+    this.settings = deps.settings();
+    this.store = deps.store();
+    this.delivery = deps.delivery();
+    this.clock = deps.clock();
+    this.shard = shard;
+    this.context = context;
+    this.timers = timers;
+  }
+
+  @Override
+  public State emptyState() {
+    return new State();
+  }
+
+  @Override
+  public RetentionCriteria retentionCriteria() {
+    return RetentionCriteria.snapshotEvery(settings.snapshotEvery(), 2).withDeleteEventsOnSnapshot();
+  }
+
+  @Override
+  public SignalHandler<State> signalHandler() {
+    return newSignalHandlerBuilder().onSignal(RecoveryCompleted.instance(), this::onRecovered).build();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Command handlers, grouped by lifecycle state
+
+  @Override
+  public CommandHandlerWithReply<Command, Event, State> commandHandler() {
+    var builder = newCommandHandlerWithReplyBuilder();
+
+    builder
+        .forState(state -> state.status == Status.NEW)
+        .onCommand(Open.class, this::onOpen)
+        .onCommand(Resume.class, (state, cmd) -> rejectAndStop(cmd.connection(), "unknown"))
+        .onCommand(Enqueue.class, (state, cmd) -> notDeliveredAndStop(cmd.replyTo(), "unknown"))
+        .onCommand(Kick.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new KickResult(false)))
+        .onCommand(GetState.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new StateReply(null)))
+        .onAnyCommand((state, cmd) -> Effect().noReply());
+
+    builder
+        .forState(State::isLive)
+        .onCommand(Open.class, (state, cmd) -> ignoreDuplicateOpen())
+        .onCommand(Resume.class, this::onResume)
+        .onCommand(Detach.class, this::onDetach)
+        .onCommand(Enqueue.class, this::onEnqueue)
+        .onCommand(Ack.class, this::onAck)
+        .onCommand(SendUpstream.class, this::onSendUpstream)
+        .onCommand(Join.class, this::onJoin)
+        .onCommand(RoomMembershipDone.class, this::onRoomMembershipDone)
+        .onCommand(Leave.class, this::onLeave)
+        .onCommand(Logout.class, this::onLogout)
+        .onCommand(Kick.class, this::onKick)
+        .onCommand(GetState.class, this::onGetState)
+        .onCommand(GraceExpired.class, this::onGraceExpired)
+        .onCommand(DetachAfterRecovery.class, this::onDetachAfterRecovery)
+        .onCommand(UserIndexDone.class, this::onUserIndexDone)
+        .onCommand(UpstreamDeliveryDone.class, this::onUpstreamDeliveryDone)
+        .onCommand(RetryPendingWork.class, this::onRetryPendingWork);
+
+    builder
+        .forState(state -> state.status == Status.ENDED)
+        .onCommand(Resume.class, (state, cmd) -> rejectResume(cmd.connection(), endedReason(state)))
+        .onCommand(Enqueue.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new NotDelivered("ended")))
+        .onCommand(Kick.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new KickResult(false)))
+        .onCommand(GetState.class, this::onGetState)
+        .onCommand(UpstreamDeliveryDone.class, this::onUpstreamDeliveryDone)
+        .onCommand(RetryPendingWork.class, this::onRetryPendingWork)
+        .onCommand(EraseDone.class, this::onEraseDone)
+        .onAnyCommand((state, cmd) -> Effect().noReply());
+
+    return builder.build();
+  }
+
+  private ReplyEffect<Event, State> onOpen(State state, Open cmd) {
+    long now = clock.millis();
+    return Effect()
+        .persist(
+            List.of(
+                new Opened(sessionId, cmd.userId(), cmd.tokenHash(), now),
+                new Attached(1, false, false, now)))
+        .thenRun(
+            newState -> {
+              connection = cmd.connection();
+              cmd.connection().tell(welcome(newState, false, newState.lastSeq(), 0, 0));
+              indexUser(newState);
+            })
+        .thenNoReply();
+  }
+
+  private ReplyEffect<Event, State> onResume(State state, Resume cmd) {
+    // Compare hashes in constant time; a wrong token or another user never touches the session.
+    boolean tokenMatches =
+        MessageDigest.isEqual(
+            state.tokenHash.getBytes(StandardCharsets.US_ASCII),
+            cmd.tokenHash().getBytes(StandardCharsets.US_ASCII));
+    if (!tokenMatches || (cmd.userId() != null && !state.userId.equals(cmd.userId()))) {
+      return rejectResume(cmd.connection(), "invalid-token");
+    }
+    // lastSeq is what the client has fully processed: an implicit ack. A client claiming more
+    // than exists is held to what exists.
+    long clientLast = Math.min(cmd.lastSeq(), state.lastSeq());
+    long from = Math.max(clientLast, state.ackedSeq);
+    long firstRetained = state.outbox.isEmpty() ? state.nextSeq : state.outbox.firstKey();
+    long lostForClient = Math.max(0, firstRetained - 1 - from);
+    boolean takeover = connection != null;
+    ActorRef<ToConnection> previous = connection;
+
+    List<Event> events = new ArrayList<>(2);
+    if (clientLast > state.ackedSeq) events.add(new Acked(clientLast));
+    events.add(new Attached(state.generation + 1, true, takeover, clock.millis()));
+    return Effect()
+        .persist(events)
+        .thenRun(
+            newState -> {
+              timers.cancel(GraceExpired.INSTANCE);
+              if (previous != null) previous.tell(new ToConnection.Kicked("taken-over"));
+              connection = cmd.connection();
+              List<OutboxMessage> replay = List.copyOf(newState.outbox.tailMap(from, false).values());
+              connection.tell(welcome(newState, true, from, replay.size(), lostForClient));
+              for (OutboxMessage message : replay) connection.tell(new ToConnection.Deliver(message));
+            })
+        .thenNoReply();
+  }
+
+  private ReplyEffect<Event, State> onDetach(State state, Detach cmd) {
+    if (cmd.generation() != state.generation || state.status != Status.ATTACHED) return Effect().noReply();
+    return detach();
+  }
+
+  private ReplyEffect<Event, State> onDetachAfterRecovery(State state, DetachAfterRecovery cmd) {
+    // The node that held the connection died; no connection is attached to this incarnation.
+    if (state.status != Status.ATTACHED || connection != null) return Effect().noReply();
+    return detach();
+  }
+
+  private ReplyEffect<Event, State> detach() {
+    long deadline = clock.millis() + settings.grace().toMillis();
+    return Effect()
+        .persist(new Detached(deadline))
+        .thenRun(
+            newState -> {
+              connection = null;
+              timers.startSingleTimer(GraceExpired.INSTANCE, settings.grace());
+            })
+        .thenNoReply();
+  }
+
+  private ReplyEffect<Event, State> onGraceExpired(State state, GraceExpired cmd) {
+    // The timer was armed for the remaining grace; no wall-clock check (ManualTime-friendly).
+    if (state.status != Status.DETACHED) return Effect().noReply();
+    return end("expired", null);
+  }
+
+  private ReplyEffect<Event, State> onEnqueue(State state, Enqueue cmd) {
+    Draft draft = cmd.draft();
+    if (draft.room() != null && !state.rooms.contains(draft.room())) {
+      return Effect().reply(cmd.replyTo(), new NotDelivered("not-member"));
+    }
+    if (draft.origin() != null) {
+      OriginMark mark = state.origins.get(draft.origin());
+      if (mark != null && draft.originSeq() <= mark.seq()) {
+        return Effect().reply(cmd.replyTo(), new Enqueued(0, true));
+      }
+    }
+    OutboxMessage message =
+        new OutboxMessage(state.nextSeq, draft.data(), draft.from(), draft.room(), clock.millis());
+    long evictThrough = evictionFor(state, message);
+    return Effect()
+        .persist(new MessageQueued(message, draft.origin(), draft.originSeq(), evictThrough))
+        .thenRun(
+            newState -> {
+              if (connection != null) connection.tell(new ToConnection.Deliver(message));
+            })
+        .thenReply(cmd.replyTo(), newState -> new Enqueued(message.seq(), false));
+  }
+
+  /** The highest seq to drop (oldest first) so the outbox stays within bounds once {@code added} is in. */
+  private long evictionFor(State state, OutboxMessage added) {
+    int count = state.outbox.size() + 1;
+    long bytes = state.outboxBytes + added.bytes();
+    long evictThrough = 0;
+    for (OutboxMessage oldest : state.outbox.values()) {
+      if (count <= settings.outboxMaxMessages() && bytes <= settings.outboxMaxBytes()) break;
+      evictThrough = oldest.seq();
+      count--;
+      bytes -= oldest.bytes();
+    }
+    return evictThrough;
+  }
+
+  private ReplyEffect<Event, State> onAck(State state, Ack cmd) {
+    if (cmd.generation() != state.generation) return Effect().noReply();
+    long seq = Math.min(cmd.seq(), state.lastSeq());
+    if (seq <= state.ackedSeq) return Effect().noReply();
+    return Effect().persist(new Acked(seq)).thenNoReply();
+  }
+
+  private ReplyEffect<Event, State> onSendUpstream(State state, SendUpstream cmd) {
+    if (cmd.generation() != state.generation || connection == null) return Effect().noReply();
+    ActorRef<ToConnection> replyTo = connection;
+    long cseq = cmd.cseq();
+    if (cseq <= state.clientSeq) {
+      // Already accepted (a resend after a drop): confirm again, deliver nothing.
+      return Effect().reply(replyTo, new ToConnection.UpstreamConfirmed(cseq));
+    }
+    if (cseq != state.clientSeq + 1) {
+      return Effect()
+          .reply(
+              replyTo,
+              new ToConnection.UpstreamRejected(
+                  cseq, "out-of-order", "expected cseq " + (state.clientSeq + 1) + ", got " + cseq));
+    }
+    if (cmd.target().kind() == Target.Kind.ROOM && !state.rooms.contains(cmd.target().id())) {
+      return Effect()
+          .persist(new UpstreamRefused(cseq, "not-in-room"))
+          .thenReply(
+              replyTo,
+              s ->
+                  new ToConnection.UpstreamRejected(
+                      cseq, "not-in-room", "join " + cmd.target().id() + " before sending to it"));
+    }
+    return Effect()
+        .persist(new UpstreamAccepted(cseq, cmd.target(), cmd.data(), cmd.echo(), clock.millis()))
+        .thenRun(this::deliverNextUpstream)
+        .thenReply(replyTo, s -> new ToConnection.UpstreamConfirmed(cseq));
+  }
+
+  /** Hands the oldest accepted upstream message to its recipients, one at a time, in cseq order. */
+  private void deliverNextUpstream(State state) {
+    if (deliveringUpstream || state.pendingUpstream.isEmpty()) return;
+    PendingUpstream next = state.pendingUpstream.firstEntry().getValue();
+    String room = next.target().kind() == Target.Kind.ROOM ? next.target().id() : null;
+    Draft draft = new Draft(next.data(), "user:" + state.userId, room, sessionId, next.cseq());
+    deliveringUpstream = true;
+    context.pipeToSelf(
+        delivery.deliver(next.target(), draft, next.echo() ? null : sessionId),
+        (count, failure) -> new UpstreamDeliveryDone(next.cseq(), failure == null));
+  }
+
+  private ReplyEffect<Event, State> onUpstreamDeliveryDone(State state, UpstreamDeliveryDone done) {
+    deliveringUpstream = false;
+    if (!done.delivered()) {
+      context.getLog().warn("Upstream cseq {} not yet delivered; retrying", done.cseq());
+      timers.startSingleTimer(RetryPendingWork.INSTANCE, RETRY_DELAY);
+      return Effect().noReply();
+    }
+    return Effect()
+        .persist(new UpstreamDelivered(done.cseq()))
+        .thenRun(
+            newState -> {
+              deliverNextUpstream(newState);
+              eraseIfOver(newState);
+            })
+        .thenNoReply();
+  }
+
+  private ReplyEffect<Event, State> onRetryPendingWork(State state, RetryPendingWork cmd) {
+    deliverNextUpstream(state);
+    if (state.isLive()) indexUser(state);
+    eraseIfOver(state);
+    return Effect().noReply();
+  }
+
+  private ReplyEffect<Event, State> onJoin(State state, Join cmd) {
+    if (cmd.generation() != state.generation || connection == null) return Effect().noReply();
+    if (state.rooms.contains(cmd.room())) {
+      return Effect().reply(connection, new ToConnection.RoomJoined(cmd.room()));
+    }
+    // The room learns of the member first: a crash in between leaves an extra member, which
+    // Delivery removes when the session answers "not-member"; never a member the room misses.
+    context.pipeToSelf(
+        delivery.addMember(Membership.roomId(cmd.room()), sessionId),
+        (done, failure) -> new RoomMembershipDone(cmd.room(), failure == null));
+    return Effect().noReply();
+  }
+
+  private ReplyEffect<Event, State> onRoomMembershipDone(State state, RoomMembershipDone done) {
+    if (connection == null) {
+      // The connection went away meanwhile; the room keeps its extra member until it heals.
+      return Effect().noReply();
+    }
+    ActorRef<ToConnection> replyTo = connection;
+    if (!done.ok()) {
+      return Effect()
+          .reply(replyTo, new ToConnection.RoomRejected(done.room(), "internal", "room unavailable, try again"));
+    }
+    if (state.rooms.contains(done.room())) return Effect().reply(replyTo, new ToConnection.RoomJoined(done.room()));
+    return Effect()
+        .persist(new JoinedRoom(done.room()))
+        .thenReply(replyTo, s -> new ToConnection.RoomJoined(done.room()));
+  }
+
+  private ReplyEffect<Event, State> onLeave(State state, Leave cmd) {
+    if (cmd.generation() != state.generation || connection == null) return Effect().noReply();
+    ActorRef<ToConnection> replyTo = connection;
+    if (!state.rooms.contains(cmd.room())) {
+      return Effect()
+          .reply(replyTo, new ToConnection.RoomRejected(cmd.room(), "not-in-room", "not a member of " + cmd.room()));
+    }
+    return Effect()
+        .persist(new LeftRoom(cmd.room()))
+        .thenRun(s -> forgetMembership(Membership.roomId(cmd.room())))
+        .thenReply(replyTo, s -> new ToConnection.RoomLeft(cmd.room()));
+  }
+
+  private ReplyEffect<Event, State> onLogout(State state, Logout cmd) {
+    if (cmd.generation() != state.generation || connection == null) return Effect().noReply();
+    return end("logout", new ToConnection.LoggedOut());
+  }
+
+  private ReplyEffect<Event, State> onKick(State state, Kick cmd) {
+    return Effect()
+        .persist(new Ended("kicked", clock.millis()))
+        .thenRun(newState -> afterEnd(newState, new ToConnection.Kicked("kicked")))
+        .thenReply(cmd.replyTo(), s -> new KickResult(true));
+  }
+
+  private ReplyEffect<Event, State> end(String reason, ToConnection farewell) {
+    return Effect()
+        .persist(new Ended(reason, clock.millis()))
+        .thenRun(newState -> afterEnd(newState, farewell))
+        .thenNoReply();
+  }
+
+  private void afterEnd(State state, ToConnection farewell) {
+    timers.cancel(GraceExpired.INSTANCE);
+    if (connection != null && farewell != null) connection.tell(farewell);
+    connection = null;
+    forgetMembership(Membership.userId(state.userId));
+    for (String room : state.rooms) forgetMembership(Membership.roomId(room));
+    eraseIfOver(state);
+  }
+
+  private ReplyEffect<Event, State> onGetState(State state, GetState cmd) {
+    return Effect().reply(cmd.replyTo(), new StateReply(state.view()));
+  }
+
+  private ReplyEffect<Event, State> onUserIndexDone(State state, UserIndexDone done) {
+    if (state.userIndexed) return Effect().noReply();
+    if (!done.ok()) {
+      timers.startSingleTimer(RetryPendingWork.INSTANCE, RETRY_DELAY);
+      return Effect().noReply();
+    }
+    return Effect().persist(new UserIndexed()).thenNoReply();
+  }
+
+  private ReplyEffect<Event, State> ignoreDuplicateOpen() {
+    context.getLog().warn("Ignoring Open for existing session {}", sessionId);
+    return Effect().noReply();
+  }
+
+  private ReplyEffect<Event, State> rejectResume(ActorRef<ToConnection> replyTo, String reason) {
+    return Effect().reply(replyTo, new ToConnection.ResumeRejected(reason));
+  }
+
+  /** An entity with no session was started by a stray message: answer, then go away. */
+  private ReplyEffect<Event, State> rejectAndStop(ActorRef<ToConnection> replyTo, String reason) {
+    passivate();
+    return Effect().reply(replyTo, new ToConnection.ResumeRejected(reason));
+  }
+
+  private ReplyEffect<Event, State> notDeliveredAndStop(ActorRef<EnqueueResult> replyTo, String reason) {
+    passivate();
+    return Effect().reply(replyTo, new NotDelivered(reason));
+  }
+
+  private static String endedReason(State state) {
+    return "expired".equals(state.endReason) ? "expired" : "ended";
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Side work: user index, rooms, erasure, passivation
+
+  private void indexUser(State state) {
+    if (state.userIndexed) return;
+    context.pipeToSelf(
+        delivery.addMember(Membership.userId(state.userId), sessionId),
+        (done, failure) -> new UserIndexDone(failure == null));
+  }
+
+  private void forgetMembership(String groupId) {
+    delivery.removeMember(groupId, sessionId);
+  }
+
+  /** Once an ended session has handed over its accepted upstream messages, erase it. */
+  private void eraseIfOver(State state) {
+    if (state.status != Status.ENDED || !state.pendingUpstream.isEmpty() || erasing) return;
+    erasing = true;
+    context.pipeToSelf(
+        store.erase(persistenceId().id(), sessionId, state.userId, endedReason(state)),
+        (done, failure) -> {
+          if (failure != null) context.getLog().warn("Erasing session {} failed", sessionId, failure);
+          return new EraseDone(failure == null);
+        });
+  }
+
+  private ReplyEffect<Event, State> onEraseDone(State state, EraseDone done) {
+    erasing = false;
+    if (!done.ok()) {
+      timers.startSingleTimer(RetryPendingWork.INSTANCE, RETRY_DELAY);
+      return Effect().noReply();
+    }
+    if (shard == null) return Effect().stop().thenNoReply();
+    passivate();
+    return Effect().noReply();
+  }
+
+  private void passivate() {
+    if (shard != null) shard.tell(new ClusterSharding.Passivate<>(context.getSelf()));
+  }
+
+  private void onRecovered(State state) {
+    switch (state.status) {
+      case DETACHED -> {
+        long remaining = Math.max(0, state.graceDeadline - clock.millis());
+        timers.startSingleTimer(GraceExpired.INSTANCE, Duration.ofMillis(remaining));
+      }
+      case ATTACHED -> context.getSelf().tell(DetachAfterRecovery.INSTANCE);
+      case ENDED -> eraseIfOver(state);
+      case NEW -> {}
+    }
+    if (state.isLive()) indexUser(state);
+    deliverNextUpstream(state);
+  }
+
+  private ToConnection.Welcome welcome(State state, boolean resumed, long from, int replay, long lost) {
+    return new ToConnection.Welcome(
+        context.getSelf(),
+        sessionId,
+        state.userId,
+        state.generation,
+        resumed,
+        replay,
+        state.lastSeq(),
+        state.clientSeq,
+        lost,
+        settings.grace().toMillis(),
+        List.copyOf(state.rooms));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Event handler: the only place state changes
+
+  @Override
+  public EventHandler<State, Event> eventHandler() {
+    return newEventHandlerBuilder()
+        .forAnyState()
+        .onEvent(Opened.class, ClientProxy::applyOpened)
+        .onEvent(Attached.class, ClientProxy::applyAttached)
+        .onEvent(Detached.class, ClientProxy::applyDetached)
+        .onEvent(UserIndexed.class, (state, e) -> {
+          state.userIndexed = true;
+          return state;
+        })
+        .onEvent(MessageQueued.class, ClientProxy::applyMessageQueued)
+        .onEvent(Acked.class, ClientProxy::applyAcked)
+        .onEvent(UpstreamAccepted.class, (state, e) -> {
+          state.clientSeq = e.cseq();
+          state.pendingUpstream.put(e.cseq(), new PendingUpstream(e.cseq(), e.target(), e.data(), e.echo(), e.ts()));
+          return state;
+        })
+        .onEvent(UpstreamRefused.class, (state, e) -> {
+          state.clientSeq = e.cseq();
+          return state;
+        })
+        .onEvent(UpstreamDelivered.class, (state, e) -> {
+          state.pendingUpstream.remove(e.cseq());
+          return state;
+        })
+        .onEvent(JoinedRoom.class, (state, e) -> {
+          state.rooms.add(e.room());
+          return state;
+        })
+        .onEvent(LeftRoom.class, (state, e) -> {
+          state.rooms.remove(e.room());
+          return state;
+        })
+        .onEvent(Ended.class, ClientProxy::applyEnded)
+        .build();
+  }
+
+  private static State applyOpened(State state, Opened e) {
+    state.sessionId = e.sessionId();
+    state.userId = e.userId();
+    state.tokenHash = e.tokenHash();
+    state.createdAt = e.ts();
+    return state;
+  }
+
+  private static State applyAttached(State state, Attached e) {
+    state.status = Status.ATTACHED;
+    state.generation = e.generation();
+    state.graceDeadline = 0;
+    if (e.resumed()) state.resumes++;
+    if (e.takeover()) state.takeovers++;
+    return state;
+  }
+
+  private static State applyDetached(State state, Detached e) {
+    state.status = Status.DETACHED;
+    state.graceDeadline = e.graceDeadline();
+    return state;
+  }
+
+  private static State applyMessageQueued(State state, MessageQueued e) {
+    OutboxMessage message = e.message();
+    while (!state.outbox.isEmpty() && state.outbox.firstKey() <= e.evictThrough()) {
+      state.outboxBytes -= state.outbox.pollFirstEntry().getValue().bytes();
+      state.lost++;
+    }
+    state.outbox.put(message.seq(), message);
+    state.outboxBytes += message.bytes();
+    state.nextSeq = message.seq() + 1;
+    if (e.origin() != null) rememberOrigin(state, e.origin(), new OriginMark(e.originSeq(), message.ts()));
+    return state;
+  }
+
+  private static void rememberOrigin(State state, String origin, OriginMark mark) {
+    state.origins.put(origin, mark);
+    if (state.origins.size() <= MAX_REMEMBERED_ORIGINS) return;
+    String oldest = null;
+    long oldestTs = Long.MAX_VALUE;
+    for (Map.Entry<String, OriginMark> entry : state.origins.entrySet()) {
+      if (entry.getValue().ts() < oldestTs) {
+        oldestTs = entry.getValue().ts();
+        oldest = entry.getKey();
+      }
+    }
+    state.origins.remove(oldest);
+  }
+
+  private static State applyAcked(State state, Acked e) {
+    while (!state.outbox.isEmpty() && state.outbox.firstKey() <= e.seq()) {
+      state.outboxBytes -= state.outbox.pollFirstEntry().getValue().bytes();
+    }
+    state.ackedSeq = Math.max(state.ackedSeq, e.seq());
+    return state;
+  }
+
+  private static State applyEnded(State state, Ended e) {
+    state.status = Status.ENDED;
+    state.endReason = e.reason();
+    state.graceDeadline = 0;
+    // Nothing of the conversation is kept once the session is over.
+    state.outbox.clear();
+    state.outboxBytes = 0;
+    return state;
+  }
+}

@@ -1,0 +1,48 @@
+package dev.tether.session;
+
+import dev.tether.CborSerializable;
+import java.util.List;
+import org.apache.pekko.actor.typed.ActorRef;
+
+/**
+ * What a {@link ClientProxy} tells the connection that holds it. Everything a connection hears
+ * from its session arrives through this one channel, so ordering (welcome, then replay, then
+ * live messages) is the ordering of one sender to one receiver, which Pekko preserves.
+ */
+public sealed interface ToConnection extends CborSerializable {
+
+  /** The handshake succeeded: either a new session or the same one resumed. */
+  record Welcome(
+      ActorRef<ClientProxy.Command> session,
+      String sessionId,
+      String userId,
+      long generation,
+      boolean resumed,
+      int replay,
+      long lastSeq,
+      long clientSeq,
+      long lost,
+      long graceMillis,
+      List<String> rooms)
+      implements ToConnection {}
+
+  /** A resume that did not continue the session; the reason is one of the contract's. */
+  record ResumeRejected(String reason) implements ToConnection {}
+
+  record Deliver(OutboxMessage message) implements ToConnection {}
+
+  /** The connection no longer holds the session: {@code taken-over} or {@code kicked}. */
+  record Kicked(String reason) implements ToConnection {}
+
+  record UpstreamConfirmed(long cseq) implements ToConnection {}
+
+  record UpstreamRejected(long cseq, String code, String message) implements ToConnection {}
+
+  record RoomJoined(String room) implements ToConnection {}
+
+  record RoomLeft(String room) implements ToConnection {}
+
+  record RoomRejected(String room, String code, String message) implements ToConnection {}
+
+  record LoggedOut() implements ToConnection {}
+}
