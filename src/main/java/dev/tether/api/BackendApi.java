@@ -17,6 +17,7 @@ import java.time.Duration;
 import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.CompletionStage;
+import java.util.function.BiFunction;
 import java.util.function.Function;
 import java.util.function.Supplier;
 import org.apache.pekko.actor.typed.ActorSystem;
@@ -90,33 +91,33 @@ public final class BackendApi extends AllDirectives {
                                     concat(
                                         get(() -> getSession(sessionId)),
                                         delete(() -> kickSession(sessionId)))),
-                            path("messages", () -> post(() -> withData(data -> publishToSession(sessionId, data))))))),
+                            path("messages", () -> post(() -> withPublish((data, key) -> publishToSession(sessionId, data, key))))))),
         path(
             PathMatchers.segment("users").slash(PathMatchers.segment()).slash("messages"),
-            userId -> post(() -> withData(data -> publishToGroup("user", Membership.userId(userId), data, null)))),
+            userId -> post(() -> withPublish((data, key) -> publishToGroup("user", Membership.userId(userId), data, null, key)))),
         path(
             PathMatchers.segment("rooms").slash(PathMatchers.segment()).slash("messages"),
-            room -> post(() -> withData(data -> publishToGroup("room", Membership.roomId(room), data, room)))));
+            room -> post(() -> withPublish((data, key) -> publishToGroup("room", Membership.roomId(room), data, room, key)))));
   }
 
   // ---------------------------------------------------------------------------------------------
   // Publishing
 
-  private Route publishToSession(String sessionId, String data) {
+  private Route publishToSession(String sessionId, String data, String idempotencyKey) {
     metrics.apiPublish("session");
     return answer(
-        delivery.toSession(sessionId, Draft.fromBackend(data, null)),
+        delivery.toSession(sessionId, Draft.fromBackend(data, null, idempotencyKey)),
         result ->
             result instanceof ClientProxy.Enqueued enqueued
                 ? json(StatusCodes.ACCEPTED, Map.of("seq", enqueued.seq()))
                 : error(StatusCodes.NOT_FOUND, "not-found", "no such session (it may have ended)"));
   }
 
-  private Route publishToGroup(String kind, String groupId, String data, String room) {
+  private Route publishToGroup(String kind, String groupId, String data, String room, String idempotencyKey) {
     metrics.apiPublish(kind);
     String countField = "room".equals(kind) ? "members" : "sessions";
     return answer(
-        delivery.toGroup(groupId, Draft.fromBackend(data, room), null),
+        delivery.toGroup(groupId, Draft.fromBackend(data, room, idempotencyKey), null),
         count -> json(StatusCodes.ACCEPTED, Map.of(countField, count)));
   }
 
@@ -195,6 +196,21 @@ public final class BackendApi extends AllDirectives {
     String expected = "Bearer " + settings.apiToken();
     return !settings.apiToken().isEmpty()
         && MessageDigest.isEqual(header.getBytes(StandardCharsets.UTF_8), expected.getBytes(StandardCharsets.UTF_8));
+  }
+
+  /**
+   * A publish: the body's {@code data} and the optional {@code Idempotency-Key} header (an
+   * addition to the contract: a retry with the same key is not queued twice).
+   */
+  private Route withPublish(BiFunction<String, String, Route> inner) {
+    return optionalHeaderValueByName(
+        "Idempotency-Key",
+        key -> {
+          if (key.isPresent() && (key.get().isEmpty() || key.get().length() > 128)) {
+            return error(StatusCodes.BAD_REQUEST, "bad-request", "Idempotency-Key must be 1-128 characters");
+          }
+          return withData(data -> inner.apply(data, key.orElse(null)));
+        });
   }
 
   /** The request body must be a JSON object with a {@code data} field; gives its compact JSON text. */

@@ -112,6 +112,9 @@ public final class ClientProxy
     INSTANCE
   }
 
+  /** The attached connection's actor stopped (its node may have died): detach if it still holds us. */
+  private record ConnectionTerminated(ActorRef<ToConnection> connection) implements Command {}
+
   private record UpstreamDeliveryDone(long cseq, boolean delivered) implements Command {}
 
   private record UserIndexDone(boolean ok) implements Command {}
@@ -125,7 +128,10 @@ public final class ClientProxy
 
   public sealed interface EnqueueResult extends CborSerializable {}
 
-  /** Durably queued as {@code seq}; {@code duplicate} when it was a retry already queued. */
+  /**
+   * Durably queued as {@code seq}; {@code duplicate} when it was a retry of a message already
+   * queued (then {@code seq} is the original's).
+   */
   public record Enqueued(long seq, boolean duplicate) implements EnqueueResult {}
 
   /** Not queued: {@code unknown} (no such session), {@code ended}, or {@code not-member} of the room. */
@@ -205,8 +211,11 @@ public final class ClientProxy
   public record PendingUpstream(long cseq, Target target, String data, boolean echo, long ts)
       implements CborSerializable {}
 
-  /** The last {@code originSeq} queued from one sending session, and when. */
-  public record OriginMark(long seq, long ts) implements CborSerializable {}
+  /**
+   * The last {@code originSeq} queued from one origin (a sending session, or an API idempotency
+   * key), the seq it was queued as, and when.
+   */
+  public record OriginMark(long seq, long queuedSeq, long ts) implements CborSerializable {}
 
   /**
    * The session's durable state. Mutable for speed (an outbox is copied on no event), and only
@@ -454,6 +463,7 @@ public final class ClientProxy
         .onCommand(GetState.class, this::onGetState)
         .onCommand(GraceExpired.class, this::onGraceExpired)
         .onCommand(DetachAfterRecovery.class, this::onDetachAfterRecovery)
+        .onCommand(ConnectionTerminated.class, this::onConnectionTerminated)
         .onCommand(UserIndexDone.class, this::onUserIndexDone)
         .onCommand(UpstreamDeliveryDone.class, this::onUpstreamDeliveryDone)
         .onCommand(RetryPendingWork.class, this::onRetryPendingWork);
@@ -481,7 +491,7 @@ public final class ClientProxy
                 new Attached(1, false, false, now)))
         .thenRun(
             newState -> {
-              connection = cmd.connection();
+              holdConnection(cmd.connection());
               cmd.connection().tell(welcome(newState, false, newState.lastSeq(), 0, 0));
               indexUser(newState);
             })
@@ -515,7 +525,7 @@ public final class ClientProxy
             newState -> {
               timers.cancel(GraceExpired.INSTANCE);
               if (previous != null) previous.tell(new ToConnection.Kicked("taken-over"));
-              connection = cmd.connection();
+              holdConnection(cmd.connection());
               List<OutboxMessage> replay = List.copyOf(newState.outbox.tailMap(from, false).values());
               connection.tell(welcome(newState, true, from, replay.size(), lostForClient));
               for (OutboxMessage message : replay) connection.tell(new ToConnection.Deliver(message));
@@ -526,6 +536,26 @@ public final class ClientProxy
   private ReplyEffect<Event, State> onDetach(State state, Detach cmd) {
     if (cmd.generation() != state.generation || state.status != Status.ATTACHED) return Effect().noReply();
     return detach();
+  }
+
+  private ReplyEffect<Event, State> onConnectionTerminated(State state, ConnectionTerminated cmd) {
+    if (state.status != Status.ATTACHED || !cmd.connection().equals(connection)) return Effect().noReply();
+    return detach();
+  }
+
+  /**
+   * Makes {@code newConnection} the one that holds the session, watching it: if it stops without
+   * a Detach (its node died), the session detaches anyway and its grace period starts.
+   */
+  private void holdConnection(ActorRef<ToConnection> newConnection) {
+    if (connection != null) context.unwatch(connection);
+    connection = newConnection;
+    context.watchWith(newConnection, new ConnectionTerminated(newConnection));
+  }
+
+  private void releaseConnection() {
+    if (connection != null) context.unwatch(connection);
+    connection = null;
   }
 
   private ReplyEffect<Event, State> onDetachAfterRecovery(State state, DetachAfterRecovery cmd) {
@@ -540,7 +570,7 @@ public final class ClientProxy
         .persist(new Detached(deadline))
         .thenRun(
             newState -> {
-              connection = null;
+              releaseConnection();
               timers.startSingleTimer(GraceExpired.INSTANCE, settings.grace());
             })
         .thenNoReply();
@@ -560,7 +590,7 @@ public final class ClientProxy
     if (draft.origin() != null) {
       OriginMark mark = state.origins.get(draft.origin());
       if (mark != null && draft.originSeq() <= mark.seq()) {
-        return Effect().reply(cmd.replyTo(), new Enqueued(0, true));
+        return Effect().reply(cmd.replyTo(), new Enqueued(mark.queuedSeq(), true));
       }
     }
     OutboxMessage message =
@@ -726,7 +756,7 @@ public final class ClientProxy
   private void afterEnd(State state, ToConnection farewell) {
     timers.cancel(GraceExpired.INSTANCE);
     if (connection != null && farewell != null) connection.tell(farewell);
-    connection = null;
+    releaseConnection();
     forgetMembership(Membership.userId(state.userId));
     for (String room : state.rooms) forgetMembership(Membership.roomId(room));
     eraseIfOver(state);
@@ -912,7 +942,7 @@ public final class ClientProxy
     state.outbox.put(message.seq(), message);
     state.outboxBytes += message.bytes();
     state.nextSeq = message.seq() + 1;
-    if (e.origin() != null) rememberOrigin(state, e.origin(), new OriginMark(e.originSeq(), message.ts()));
+    if (e.origin() != null) rememberOrigin(state, e.origin(), new OriginMark(e.originSeq(), message.seq(), message.ts()));
     return state;
   }
 

@@ -285,6 +285,22 @@ class GatewayScenarioTest {
   }
 
   @Test
+  void publishWithIdempotencyKeyIsQueuedOnce() {
+    try (WsClient ws = WsClient.connect(node.port())) {
+      String id = ws.hello("pat").get("sessionId").asText();
+      Map<String, String> key = Map.of("Idempotency-Key", "order-42");
+      Api.Response first = api.post("/api/sessions/" + id + "/messages", "{\"data\":{\"order\":42}}", key);
+      Api.Response retry = api.post("/api/sessions/" + id + "/messages", "{\"data\":{\"order\":42}}", key);
+      assertEquals(202, first.status());
+      assertEquals(202, retry.status());
+      assertEquals(first.json().get("seq"), retry.json().get("seq"));
+      assertEquals(42, ws.expect("msg").get("data").get("order").asInt());
+      ws.expectNoFrame(Duration.ofMillis(300));
+      assertEquals(1, api.get("/api/sessions/" + id).json().get("lastSeq").asLong());
+    }
+  }
+
+  @Test
   void userTargetReachesEverySessionOfTheUser() {
     try (WsClient phone = WsClient.connect(node.port());
         WsClient laptop = WsClient.connect(node.port())) {

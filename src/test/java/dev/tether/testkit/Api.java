@@ -43,7 +43,13 @@ public final class Api {
   }
 
   public Response post(String path, String body) {
-    return send(request(path).header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofString(body)));
+    return post(path, body, java.util.Map.of());
+  }
+
+  public Response post(String path, String body, java.util.Map<String, String> headers) {
+    HttpRequest.Builder b = request(path).header("Content-Type", "application/json");
+    headers.forEach(b::header);
+    return send(b.POST(HttpRequest.BodyPublishers.ofString(body)));
   }
 
   /** Publishes {@code {"data": dataJson}} to a session; returns the assigned seq. */
