@@ -871,6 +871,7 @@ class ClientProxyTest {
     enqueueBackend("{\"n\":1}", "{\"n\":2}");
     session.runCommand(new Ack(gen, 1));
     session.runCommand(new SendUpstream(gen, 1, new Target(Target.Kind.USER, "nobody-" + sessionId), "{}", true));
+    awaitJournalEndsWith(new UpstreamDelivered(1));
 
     var attached = session.<StateReply>runCommand(GetState::new);
 
