@@ -74,7 +74,21 @@ public final class BackendApi extends AllDirectives {
                         pathPrefix("api", () -> authorized(this::apiRoutes)),
                         path("metrics", () -> get(() -> complete(metrics.scrape()))),
                         path(PathMatchers.segment("health").slash("alive"), () -> get(() -> json(StatusCodes.OK, Map.of("status", "alive")))),
-                        path(PathMatchers.segment("health").slash("ready"), () -> get(this::ready)))));
+                        path(PathMatchers.segment("health").slash("ready"), () -> get(this::ready)),
+                        demoPage())));
+  }
+
+  /**
+   * The demo page at {@code /} and the JS SDK build at {@code /sdk/}, from the classpath folder
+   * {@code web/} (the SDK is compiled there by the build: see clients/js).
+   */
+  private Route demoPage() {
+    return get(
+        () ->
+            concat(
+                pathSingleSlash(() -> getFromResource("web/index.html")),
+                pathPrefix("sdk", () -> getFromResourceDirectory("web/sdk")),
+                pathPrefix("demo", () -> getFromResourceDirectory("web/demo"))));
   }
 
   private Route apiRoutes() {
