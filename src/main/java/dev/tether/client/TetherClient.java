@@ -1,0 +1,563 @@
+package dev.tether.client;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.WebSocket;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionStage;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.ThreadLocalRandom;
+import java.util.concurrent.TimeUnit;
+import java.util.function.DoubleSupplier;
+
+/**
+ * Tether's Java client, on the JDK's {@code java.net.http.WebSocket}: the same semantics as the
+ * TypeScript SDK. It keeps one session across drops: heartbeat and read deadline, reconnect with
+ * exponential backoff and full jitter (exactly one attempt in flight), resume with the last seq
+ * delivered, lazy cumulative acks, de-duplication by seq, and upstream sends that are re-sent
+ * after a resume until the server confirms them.
+ *
+ * <p>All state changes run on one private thread, so listeners are called one at a time, in
+ * order; they must not block.
+ *
+ * <pre>{@code
+ * TetherClient client = TetherClient.builder(URI.create("ws://localhost:8080/ws"))
+ *     .user("alice")
+ *     .listener(new TetherClient.Listener() {
+ *       public void onMessage(Message m) { System.out.println(m.seq() + " " + m.data()); }
+ *     })
+ *     .build();
+ * client.connect().join();
+ * client.send("room:lobby", "{\"text\":\"hi\"}").join();
+ * }</pre>
+ */
+public final class TetherClient implements AutoCloseable {
+
+  public enum State {
+    INIT,
+    CONNECTING,
+    CONNECTED,
+    RECONNECTING,
+    CLOSING,
+    CLOSED
+  }
+
+  /** A downstream message; {@code data} is its JSON text. */
+  public record Message(long seq, String data, String from, String room, long ts) {}
+
+  /** Callbacks, all optional, all on the client's thread. */
+  public interface Listener {
+    default void onState(State from, State to) {}
+
+    default void onMessage(Message message) {}
+
+    /** The same session continued after a reconnect. */
+    default void onResumed(int replay, long lost) {}
+
+    /** The resume failed ({@code unknown}, {@code invalid-token}, {@code expired}, {@code ended}); a new session began. */
+    default void onSessionLost(String reason, long lost, String newSessionId) {}
+
+    /** Taken over or kicked by the backend: the client is closed and will not reconnect. */
+    default void onKicked(String reason) {}
+
+    default void onError(String code, String message) {}
+
+    default void onReconnecting(int attempt, Duration delay) {}
+  }
+
+  /** Reconnect policy: exponential backoff with full jitter. */
+  public record Backoff(Duration initial, Duration max, double multiplier, int maxAttempts) {
+    public static Backoff defaults() {
+      return new Backoff(Duration.ofMillis(500), Duration.ofSeconds(30), 2.0, Integer.MAX_VALUE);
+    }
+
+    /** The delay before attempt {@code attempt} (0-based): uniform in [0, min(max, initial * multiplier^attempt)). */
+    public Duration delay(int attempt, double random) {
+      double cap = Math.min(max.toMillis(), initial.toMillis() * Math.pow(multiplier, attempt));
+      return Duration.ofMillis((long) (random * cap));
+    }
+  }
+
+  public static Builder builder(URI url) {
+    return new Builder(url);
+  }
+
+  public static final class Builder {
+    private final URI url;
+    private String user;
+    private String token;
+    private Backoff backoff = Backoff.defaults();
+    private int ackEveryMessages = 20;
+    private Duration ackEvery = Duration.ofSeconds(1);
+    private Duration connectTimeout = Duration.ofSeconds(10);
+    private Listener listener = new Listener() {};
+    private DoubleSupplier random = () -> ThreadLocalRandom.current().nextDouble();
+
+    private Builder(URI url) {
+      this.url = url;
+    }
+
+    public Builder user(String user) {
+      this.user = user;
+      return this;
+    }
+
+    public Builder token(String token) {
+      this.token = token;
+      return this;
+    }
+
+    public Builder backoff(Backoff backoff) {
+      this.backoff = backoff;
+      return this;
+    }
+
+    public Builder ackEvery(int messages, Duration time) {
+      this.ackEveryMessages = messages;
+      this.ackEvery = time;
+      return this;
+    }
+
+    public Builder connectTimeout(Duration timeout) {
+      this.connectTimeout = timeout;
+      return this;
+    }
+
+    public Builder listener(Listener listener) {
+      this.listener = listener;
+      return this;
+    }
+
+    public Builder random(DoubleSupplier random) {
+      this.random = random;
+      return this;
+    }
+
+    public TetherClient build() {
+      return new TetherClient(this);
+    }
+  }
+
+  private static final ObjectMapper JSON = new ObjectMapper();
+
+  private final Builder config;
+  private final Listener listener;
+  private final HttpClient http = HttpClient.newHttpClient();
+  private final ScheduledExecutorService loop =
+      Executors.newSingleThreadScheduledExecutor(
+          r -> {
+            Thread t = new Thread(r, "tether-client");
+            t.setDaemon(true);
+            return t;
+          });
+
+  // Everything below is touched on the loop thread only.
+  private State state = State.INIT;
+  private WebSocket socket;
+  private int connectionId; // which socket's events are current; older ones are ignored
+  private String sessionId;
+  private String resumeToken;
+  private String userId;
+  private long lastSeq;
+  private long ackedSeq;
+  private long nextCseq = 1;
+  private long heartbeatInterval = 15_000;
+  private long heartbeatTimeout = 45_000;
+  private long lastHeardNanos;
+  private long lastPingNanos;
+  private int reconnectAttempts;
+  private boolean reconnectScheduled;
+  private final TreeMap<Long, PendingSend> pendingSends = new TreeMap<>();
+  private CompletableFuture<Void> firstConnect = new CompletableFuture<>();
+  private CompletableFuture<Void> loggedOut;
+  private ScheduledFuture<?> heartbeatTask;
+  private ScheduledFuture<?> ackTask;
+
+  private record PendingSend(long cseq, String frame, CompletableFuture<Long> result) {}
+
+  private TetherClient(Builder config) {
+    this.config = config;
+    this.listener = config.listener;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Public API (thread-safe: each call hops onto the loop thread)
+
+  /** Opens the connection and completes once the welcome arrives. */
+  public CompletableFuture<Void> connect() {
+    loop.execute(
+        () -> {
+          if (state != State.INIT) return;
+          open();
+        });
+    return firstConnect.orTimeout(config.connectTimeout.toMillis(), TimeUnit.MILLISECONDS);
+  }
+
+  /** Sends {@code dataJson} to {@code to}; completes with its cseq once the server confirms it. */
+  public CompletableFuture<Long> send(String to, String dataJson) {
+    CompletableFuture<Long> result = new CompletableFuture<>();
+    loop.execute(
+        () -> {
+          long cseq = nextCseq++;
+          String frame =
+              "{\"type\":\"send\",\"cseq\":" + cseq + ",\"to\":" + quote(to) + ",\"data\":" + dataJson + "}";
+          pendingSends.put(cseq, new PendingSend(cseq, frame, result));
+          if (state == State.CONNECTED) socket.sendText(frame, true);
+        });
+    return result;
+  }
+
+  public void join(String room) {
+    loop.execute(() -> sendIfConnected("{\"type\":\"join\",\"room\":" + quote(room) + "}"));
+  }
+
+  public void leave(String room) {
+    loop.execute(() -> sendIfConnected("{\"type\":\"leave\",\"room\":" + quote(room) + "}"));
+  }
+
+  /** Ends the session ({@code bye}); the client never reconnects afterwards. */
+  public CompletableFuture<Void> logout() {
+    CompletableFuture<Void> done = new CompletableFuture<>();
+    loop.execute(
+        () -> {
+          loggedOut = done;
+          if (state == State.CONNECTED) {
+            flushAck();
+            socket.sendText("{\"type\":\"bye\"}", true);
+            transition(State.CLOSING);
+          } else {
+            finish();
+          }
+        });
+    return done;
+  }
+
+  /** Pulls the plug as a dead network would: the client notices and reconnects. */
+  public void dropConnection() {
+    loop.execute(
+        () -> {
+          if (socket != null) socket.abort();
+        });
+  }
+
+  /** Closes locally, without logging out: the session waits for its grace period. */
+  @Override
+  public void close() {
+    loop.execute(
+        () -> {
+          if (socket != null) socket.abort();
+          finish();
+        });
+    loop.shutdown();
+  }
+
+  public State state() {
+    return onLoop(() -> state);
+  }
+
+  public String sessionId() {
+    return onLoop(() -> sessionId);
+  }
+
+  public String resumeToken() {
+    return onLoop(() -> resumeToken);
+  }
+
+  public long lastSeq() {
+    return onLoop(() -> lastSeq);
+  }
+
+  public long ackedSeq() {
+    return onLoop(() -> ackedSeq);
+  }
+
+  public int reconnectAttempts() {
+    return onLoop(() -> reconnectAttempts);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Connection lifecycle (loop thread)
+
+  private void open() {
+    transition(sessionId == null ? State.CONNECTING : State.RECONNECTING);
+    int id = ++connectionId;
+    http.newWebSocketBuilder()
+        .connectTimeout(config.connectTimeout)
+        .buildAsync(config.url, new SocketListener(id))
+        .whenComplete(
+            (ws, failure) ->
+                loop.execute(
+                    () -> {
+                      if (id != connectionId) {
+                        if (ws != null) ws.abort();
+                        return;
+                      }
+                      if (failure != null) {
+                        linkLost(id);
+                        return;
+                      }
+                      socket = ws;
+                      lastHeardNanos = System.nanoTime();
+                      ws.sendText(handshakeFrame(), true);
+                    }));
+  }
+
+  private String handshakeFrame() {
+    ObjectNode frame = JSON.createObjectNode();
+    if (sessionId == null) {
+      frame.put("type", "hello");
+      frame.put("client", "tether-java/0.1");
+    } else {
+      frame.put("type", "resume");
+      frame.put("sessionId", sessionId);
+      frame.put("resumeToken", resumeToken);
+      frame.put("lastSeq", lastSeq);
+    }
+    if (config.user != null) frame.put("user", config.user);
+    if (config.token != null) frame.put("token", config.token);
+    return frame.toString();
+  }
+
+  /** The one way into a reconnect: whatever reports the link dead, only one attempt is scheduled. */
+  private void linkLost(int id) {
+    if (id != connectionId || reconnectScheduled) return;
+    if (state == State.CLOSED || state == State.CLOSING || state == State.INIT) return;
+    stopTimers();
+    if (socket != null) socket.abort();
+    socket = null;
+    if (reconnectAttempts >= config.backoff.maxAttempts()) {
+      listener.onError("reconnect-failed", "gave up after " + reconnectAttempts + " attempts");
+      finish();
+      return;
+    }
+    Duration delay = config.backoff.delay(reconnectAttempts, config.random.getAsDouble());
+    reconnectAttempts++;
+    reconnectScheduled = true;
+    transition(State.RECONNECTING);
+    listener.onReconnecting(reconnectAttempts, delay);
+    loop.schedule(
+        () -> {
+          reconnectScheduled = false;
+          if (state == State.RECONNECTING) open();
+        },
+        delay.toMillis(),
+        TimeUnit.MILLISECONDS);
+  }
+
+  private void onFrame(int id, JsonNode frame) {
+    if (id != connectionId) return;
+    lastHeardNanos = System.nanoTime();
+    switch (frame.path("type").asText()) {
+      case "welcome" -> onWelcome(frame);
+      case "msg" -> onMsg(frame);
+      case "sent" -> settle(frame.path("cseq").asLong(), null);
+      case "error" -> onErrorFrame(frame);
+      case "kicked" -> {
+        String reason = frame.path("reason").asText();
+        stopTimers();
+        finish();
+        listener.onKicked(reason);
+      }
+      default -> {} // pong, joined, left, bye: nothing to do
+    }
+  }
+
+  private void onWelcome(JsonNode w) {
+    boolean wasResume = sessionId != null;
+    boolean resumed = w.path("resumed").asBoolean();
+    if (wasResume && !resumed) {
+      // A new session: the old seqs and unconfirmed sends belong to the lost one.
+      lastSeq = 0;
+      ackedSeq = 0;
+      nextCseq = 1;
+      for (PendingSend p : pendingSends.values()) {
+        p.result().completeExceptionally(new IllegalStateException("session lost: " + w.path("reason").asText()));
+      }
+      pendingSends.clear();
+    }
+    sessionId = w.path("sessionId").asText();
+    resumeToken = w.path("resumeToken").asText();
+    userId = w.path("user").asText(null);
+    heartbeatInterval = w.path("heartbeat").path("interval").asLong(heartbeatInterval);
+    heartbeatTimeout = w.path("heartbeat").path("timeout").asLong(heartbeatTimeout);
+    reconnectAttempts = 0;
+    transition(State.CONNECTED);
+    startTimers();
+    // The server has everything up to clientSeq; the rest is sent again, in order.
+    long clientSeq = w.path("clientSeq").asLong();
+    for (PendingSend p : new ArrayList<>(pendingSends.values())) {
+      if (p.cseq() <= clientSeq) settle(p.cseq(), null);
+      else socket.sendText(p.frame(), true);
+    }
+    if (resumed) listener.onResumed(w.path("replay").asInt(), w.path("lost").asLong());
+    else if (wasResume) listener.onSessionLost(w.path("reason").asText(), w.path("lost").asLong(), sessionId);
+    firstConnect.complete(null);
+  }
+
+  private void onMsg(JsonNode m) {
+    long seq = m.path("seq").asLong();
+    if (seq <= lastSeq) return; // already delivered to the application
+    lastSeq = seq;
+    listener.onMessage(
+        new Message(seq, m.path("data").toString(), m.path("from").asText(null), m.path("room").asText(null), m.path("ts").asLong()));
+    if (lastSeq - ackedSeq >= config.ackEveryMessages) flushAck();
+  }
+
+  private void onErrorFrame(JsonNode e) {
+    String code = e.path("code").asText();
+    String message = e.path("message").asText();
+    if (e.has("cseq")) settle(e.path("cseq").asLong(), code + ": " + message);
+    listener.onError(code, message);
+  }
+
+  private void settle(long cseq, String error) {
+    PendingSend p = pendingSends.remove(cseq);
+    if (p == null) return;
+    if (error == null) p.result().complete(cseq);
+    else p.result().completeExceptionally(new IllegalStateException(error));
+  }
+
+  private void onClosed(int id, int code) {
+    if (id != connectionId) return;
+    switch (code) {
+      case 1000, 4002, 4004 -> {
+        stopTimers();
+        finish();
+      }
+      case 4005 -> {
+        stopTimers();
+        firstConnect.completeExceptionally(new IllegalStateException("authentication failed"));
+        finish();
+      }
+      default -> linkLost(id);
+    }
+  }
+
+  private void finish() {
+    stopTimers();
+    transition(State.CLOSED);
+    connectionId++;
+    if (loggedOut != null) loggedOut.complete(null);
+    firstConnect.completeExceptionally(new IllegalStateException("closed"));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Heartbeat, read deadline, lazy acks
+
+  private void startTimers() {
+    stopTimers();
+    int id = connectionId;
+    lastPingNanos = System.nanoTime();
+    // One tick checks the read deadline (ten times per timeout) and sends the pings.
+    long tick = Math.max(50, Math.min(heartbeatInterval, heartbeatTimeout / 10));
+    heartbeatTask = loop.scheduleAtFixedRate(() -> heartbeatTick(id), tick, tick, TimeUnit.MILLISECONDS);
+    ackTask =
+        loop.scheduleAtFixedRate(this::flushAck, config.ackEvery.toMillis(), config.ackEvery.toMillis(), TimeUnit.MILLISECONDS);
+  }
+
+  private void heartbeatTick(int id) {
+    if (id != connectionId || state != State.CONNECTED) return;
+    long now = System.nanoTime();
+    if (now - lastHeardNanos >= TimeUnit.MILLISECONDS.toNanos(heartbeatTimeout)) {
+      linkLost(id); // half-open: nothing arrives, not even pongs
+      return;
+    }
+    if (now - lastPingNanos >= TimeUnit.MILLISECONDS.toNanos(heartbeatInterval)) {
+      lastPingNanos = now;
+      socket.sendText("{\"type\":\"ping\"}", true);
+    }
+  }
+
+  private void stopTimers() {
+    if (heartbeatTask != null) heartbeatTask.cancel(false);
+    if (ackTask != null) ackTask.cancel(false);
+  }
+
+  private void flushAck() {
+    if (state == State.CONNECTED && lastSeq > ackedSeq) {
+      ackedSeq = lastSeq;
+      socket.sendText("{\"type\":\"ack\",\"seq\":" + ackedSeq + "}", true);
+    }
+  }
+
+  private void sendIfConnected(String frame) {
+    if (state == State.CONNECTED) socket.sendText(frame, true);
+  }
+
+  private void transition(State to) {
+    if (state == to) return;
+    State from = state;
+    state = to;
+    listener.onState(from, to);
+  }
+
+  private <T> T onLoop(java.util.concurrent.Callable<T> read) {
+    try {
+      return loop.submit(read).get(5, TimeUnit.SECONDS);
+    } catch (Exception e) {
+      throw new IllegalStateException(e);
+    }
+  }
+
+  private static String quote(String s) {
+    return JSON.getNodeFactory().textNode(s).toString();
+  }
+
+  /** Relays the JDK's socket callbacks onto the loop thread, tagged with their connection. */
+  private final class SocketListener implements WebSocket.Listener {
+    private final int id;
+    private final StringBuilder partial = new StringBuilder();
+
+    SocketListener(int id) {
+      this.id = id;
+    }
+
+    @Override
+    public CompletionStage<?> onText(WebSocket ws, CharSequence data, boolean last) {
+      partial.append(data);
+      if (last) {
+        String text = partial.toString();
+        partial.setLength(0);
+        try {
+          JsonNode frame = JSON.readTree(text);
+          loop.execute(() -> onFrame(id, frame));
+        } catch (Exception e) {
+          loop.execute(() -> listener.onError("bad-frame", "unparseable frame from server"));
+        }
+      }
+      ws.request(1);
+      return null;
+    }
+
+    @Override
+    public CompletionStage<?> onClose(WebSocket ws, int statusCode, String reason) {
+      loop.execute(() -> onClosed(id, statusCode));
+      return null;
+    }
+
+    @Override
+    public void onError(WebSocket ws, Throwable error) {
+      loop.execute(() -> linkLost(id));
+    }
+  }
+
+  /** For tests: the pending (unconfirmed) cseqs. */
+  List<Long> pendingCseqs() {
+    return onLoop(() -> List.copyOf(pendingSends.keySet()));
+  }
+
+  /** For tests: a snapshot of counters. */
+  Map<String, Long> counters() {
+    return onLoop(() -> Map.of("lastSeq", lastSeq, "ackedSeq", ackedSeq, "nextCseq", nextCseq));
+  }
+}

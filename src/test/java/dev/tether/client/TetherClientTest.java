@@ -1,0 +1,257 @@
+package dev.tether.client;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.tether.TetherNode;
+import dev.tether.testkit.Api;
+import dev.tether.testkit.FaultProxy;
+import dev.tether.testkit.TestDatabase;
+import dev.tether.testkit.TestNodes;
+import java.net.URI;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.TimeUnit;
+import java.util.function.BooleanSupplier;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/** The Java client against a real gateway, through a proxy that cuts and stalls the link. */
+class TetherClientTest {
+  private static TetherNode node;
+  private static Api api;
+
+  @BeforeAll
+  static void startNode() {
+    node =
+        TestNodes.start(
+            TestDatabase.newDatabase(),
+            Map.of(
+                "tether.gateway.heartbeat.interval", "300ms",
+                "tether.gateway.heartbeat.timeout", "1500ms"));
+    api = new Api(node.port());
+  }
+
+  @AfterAll
+  static void stopNode() {
+    if (node != null) node.close();
+  }
+
+  /** Records what a client tells its application. */
+  static class Recorder implements TetherClient.Listener {
+    final List<TetherClient.Message> messages = new CopyOnWriteArrayList<>();
+    final List<TetherClient.State> states = new CopyOnWriteArrayList<>();
+    final List<String> events = new CopyOnWriteArrayList<>();
+
+    @Override
+    public void onState(TetherClient.State from, TetherClient.State to) {
+      states.add(to);
+    }
+
+    @Override
+    public void onMessage(TetherClient.Message message) {
+      messages.add(message);
+    }
+
+    @Override
+    public void onResumed(int replay, long lost) {
+      events.add("resumed");
+    }
+
+    @Override
+    public void onSessionLost(String reason, long lost, String newSessionId) {
+      events.add("session-lost:" + reason);
+    }
+
+    @Override
+    public void onKicked(String reason) {
+      events.add("kicked:" + reason);
+    }
+
+    List<Long> seqs() {
+      List<Long> seqs = new ArrayList<>();
+      for (TetherClient.Message m : messages) seqs.add(m.seq());
+      return seqs;
+    }
+  }
+
+  private static TetherClient client(int port, String user, Recorder recorder) {
+    return TetherClient.builder(URI.create("ws://127.0.0.1:" + port + "/ws"))
+        .user(user)
+        .backoff(new TetherClient.Backoff(Duration.ofMillis(50), Duration.ofMillis(300), 2.0, 100))
+        .ackEvery(5, Duration.ofMillis(200))
+        .listener(recorder)
+        .build();
+  }
+
+  @Test
+  void dropAndResumeWithoutLoss() throws Exception {
+    try (FaultProxy proxy = new FaultProxy(node.port())) {
+      Recorder recorder = new Recorder();
+      TetherClient client = client(proxy.port(), "java-alice", recorder);
+      client.connect().get(10, TimeUnit.SECONDS);
+      String id = client.sessionId();
+      for (int i = 1; i <= 10; i++) {
+        api.publishToSession(id, "{\"i\":" + i + "}");
+        if (i == 4) proxy.cut();
+      }
+      await(() -> recorder.messages.size() >= 10, "all ten messages");
+      assertEquals(List.of(1L, 2L, 3L, 4L, 5L, 6L, 7L, 8L, 9L, 10L), recorder.seqs());
+      assertTrue(recorder.events.contains("resumed"));
+      assertEquals(id, client.sessionId());
+      await(() -> client.ackedSeq() == 10, "lazy ack of everything");
+      client.close();
+    }
+  }
+
+  @Test
+  void halfOpenLinkIsDetectedByTheReadDeadline() throws Exception {
+    try (FaultProxy proxy = new FaultProxy(node.port())) {
+      Recorder recorder = new Recorder();
+      TetherClient client = client(proxy.port(), "java-bob", recorder);
+      client.connect().get(10, TimeUnit.SECONDS);
+      int connectionsBefore = proxy.accepted();
+      proxy.stall();
+      await(() -> client.state() == TetherClient.State.RECONNECTING, "the dead link noticed");
+      proxy.restore();
+      await(() -> client.state() == TetherClient.State.CONNECTED && recorder.events.contains("resumed"), "resumed");
+      assertTrue(proxy.accepted() > connectionsBefore);
+      api.publishToSession(client.sessionId(), "{\"after\":\"stall\"}");
+      await(() -> recorder.messages.size() == 1, "a message after the resume");
+      client.close();
+    }
+  }
+
+  @Test
+  void upstreamSendsSurviveADropExactlyOnce() throws Exception {
+    Recorder receiverRecorder = new Recorder();
+    TetherClient receiver = client(node.port(), "java-receiver", receiverRecorder);
+    receiver.connect().get(10, TimeUnit.SECONDS);
+    try (FaultProxy proxy = new FaultProxy(node.port())) {
+      Recorder recorder = new Recorder();
+      TetherClient sender = client(proxy.port(), "java-sender", recorder);
+      sender.connect().get(10, TimeUnit.SECONDS);
+      String to = "session:" + receiver.sessionId();
+      assertEquals(1L, sender.send(to, "{\"n\":1}").get(10, TimeUnit.SECONDS));
+      proxy.refuse(true);
+      proxy.cut();
+      var second = sender.send(to, "{\"n\":2}");
+      var third = sender.send(to, "{\"n\":3}");
+      Thread.sleep(300);
+      proxy.refuse(false);
+      assertEquals(2L, second.get(10, TimeUnit.SECONDS));
+      assertEquals(3L, third.get(10, TimeUnit.SECONDS));
+      await(() -> receiverRecorder.messages.size() >= 3, "three messages at the receiver");
+      Thread.sleep(300);
+      List<String> data = new ArrayList<>();
+      for (TetherClient.Message m : receiverRecorder.messages) data.add(m.data());
+      assertEquals(List.of("{\"n\":1}", "{\"n\":2}", "{\"n\":3}"), data);
+      sender.close();
+    }
+    receiver.close();
+  }
+
+  @Test
+  void logoutNeverReconnects() throws Exception {
+    Recorder recorder = new Recorder();
+    TetherClient client = client(node.port(), "java-carol", recorder);
+    client.connect().get(10, TimeUnit.SECONDS);
+    String id = client.sessionId();
+    client.logout().get(10, TimeUnit.SECONDS);
+    assertEquals(TetherClient.State.CLOSED, client.state());
+    Thread.sleep(500);
+    assertEquals(TetherClient.State.CLOSED, client.state());
+    assertTrue(!recorder.states.contains(TetherClient.State.RECONNECTING));
+    await(() -> api.get("/api/sessions/" + id).status() == 404, "session gone");
+  }
+
+  @Test
+  void kickedClientStaysClosed() throws Exception {
+    Recorder recorder = new Recorder();
+    TetherClient client = client(node.port(), "java-dan", recorder);
+    client.connect().get(10, TimeUnit.SECONDS);
+    assertEquals(204, api.delete("/api/sessions/" + client.sessionId()).status());
+    await(() -> client.state() == TetherClient.State.CLOSED, "closed");
+    assertEquals(List.of("kicked:kicked"), recorder.events);
+    Thread.sleep(500);
+    assertTrue(!recorder.states.contains(TetherClient.State.RECONNECTING));
+  }
+
+  @Test
+  void sessionEndedWhileAwayIsReportedAsLostAndANewOneBegins() throws Exception {
+    try (FaultProxy proxy = new FaultProxy(node.port())) {
+      Recorder recorder = new Recorder();
+      TetherClient client = client(proxy.port(), "java-erin", recorder);
+      client.connect().get(10, TimeUnit.SECONDS);
+      String first = client.sessionId();
+      proxy.refuse(true);
+      proxy.cut();
+      await(() -> "detached".equals(api.get("/api/sessions/" + first).json().path("state").asText()), "detached");
+      var unconfirmed = client.send("user:nobody", "{\"lost\":true}");
+      assertEquals(204, api.delete("/api/sessions/" + first).status());
+      proxy.refuse(false);
+      await(() -> recorder.events.contains("session-lost:ended"), "session-lost");
+      await(() -> client.state() == TetherClient.State.CONNECTED, "connected again");
+      assertTrue(!first.equals(client.sessionId()), "a new session");
+      assertThrows(Exception.class, () -> unconfirmed.get(5, TimeUnit.SECONDS), "sends of the lost session fail");
+      assertEquals(1L, client.send("user:nobody", "{\"fresh\":true}").get(10, TimeUnit.SECONDS), "cseq restarts");
+      client.close();
+    }
+  }
+
+  @Test
+  void backoffUsesFullJitterUpToTheCap() {
+    TetherClient.Backoff backoff = new TetherClient.Backoff(Duration.ofMillis(100), Duration.ofSeconds(2), 2.0, 10);
+    assertEquals(Duration.ofMillis(50), backoff.delay(0, 0.5));
+    assertEquals(Duration.ofMillis(200), backoff.delay(1, 1.0));
+    assertEquals(Duration.ofMillis(400), backoff.delay(2, 1.0));
+    assertEquals(Duration.ofSeconds(2), backoff.delay(10, 1.0), "capped at max");
+    assertEquals(Duration.ZERO, backoff.delay(5, 0.0), "full jitter reaches zero");
+  }
+
+  @Test
+  void reconnectAttemptsFollowTheBackoffWhileTheServerIsUnreachable() throws Exception {
+    try (FaultProxy proxy = new FaultProxy(node.port())) {
+      List<Duration> delays = Collections.synchronizedList(new ArrayList<>());
+      Recorder recorder =
+          new Recorder() {
+            @Override
+            public void onReconnecting(int attempt, Duration delay) {
+              delays.add(delay);
+            }
+          };
+      TetherClient client =
+          TetherClient.builder(URI.create("ws://127.0.0.1:" + proxy.port() + "/ws"))
+              .user("java-frank")
+              .backoff(new TetherClient.Backoff(Duration.ofMillis(40), Duration.ofMillis(200), 2.0, 100))
+              .random(() -> 1.0)
+              .listener(recorder)
+              .build();
+      client.connect().get(10, TimeUnit.SECONDS);
+      proxy.refuse(true);
+      proxy.cut();
+      await(() -> delays.size() >= 4, "four attempts");
+      proxy.refuse(false);
+      await(() -> client.state() == TetherClient.State.CONNECTED, "back");
+      assertEquals(
+          List.of(Duration.ofMillis(40), Duration.ofMillis(80), Duration.ofMillis(160), Duration.ofMillis(200)),
+          List.copyOf(delays.subList(0, 4)));
+      assertEquals(0, client.reconnectAttempts(), "reset once connected");
+      client.close();
+    }
+  }
+
+  private static void await(BooleanSupplier condition, String what) throws InterruptedException {
+    long deadline = System.nanoTime() + Duration.ofSeconds(15).toNanos();
+    while (!condition.getAsBoolean()) {
+      if (System.nanoTime() > deadline) throw new AssertionError("timed out waiting for " + what);
+      Thread.sleep(20);
+    }
+  }
+}
