@@ -428,6 +428,30 @@ class GatewayScenarioTest {
   }
 
   @Test
+  void helloFloodOnOneSocketOpensOneSessionAndEndsWith4003() {
+    try (WsClient ws = WsClient.connect(node.port())) {
+      for (int i = 0; i < 20; i++) ws.send("{\"type\":\"hello\",\"user\":\"flood\"}");
+      assertEquals(4003, ws.awaitClose());
+      int welcomes = 0;
+      int errors = 0;
+      while (ws.pending() > 0) {
+        String type = ws.next().path("type").asText();
+        if (type.equals("welcome")) welcomes++;
+        if (type.equals("error")) errors++;
+      }
+      assertEquals(11, errors, "the eleventh bad frame closes the socket");
+      assertTrue(welcomes <= 1);
+      // The one session the first hello opened detaches (or was never attached): no more exist.
+      long deadline = System.nanoTime() + Duration.ofSeconds(5).toNanos();
+      int sessions;
+      do {
+        sessions = api.post("/api/users/flood/messages", "{\"data\":1}").json().get("sessions").asInt();
+      } while (sessions == 0 && System.nanoTime() < deadline);
+      assertEquals(1, sessions, "one session, not twenty");
+    }
+  }
+
+  @Test
   void oversizedFrameIsRefusedWith4003() {
     try (WsClient ws = WsClient.connect(node.port())) {
       JsonNode welcome = ws.hello("noah");
