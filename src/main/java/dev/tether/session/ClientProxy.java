@@ -426,6 +426,20 @@ public final class ClientProxy
     return RetentionCriteria.snapshotEvery(settings.snapshotEvery(), 2).withDeleteEventsOnSnapshot();
   }
 
+  /** Number of tag slices the session read model's projection is split into (one instance each). */
+  public static final int TAG_SLICES = 4;
+
+  /** The tag of a session's events: {@code session-<slice>}, the slice fixed by its id. */
+  public static String tagFor(String sessionId) {
+    return "session-" + Math.floorMod(sessionId.hashCode(), TAG_SLICES);
+  }
+
+  /** Every event is tagged, so the inspection read model (a projection) sees the whole lifecycle. */
+  @Override
+  public java.util.Set<String> tagsFor(Event event) {
+    return java.util.Set.of(tagFor(sessionId));
+  }
+
   @Override
   public SignalHandler<State> signalHandler() {
     return newSignalHandlerBuilder().onSignal(RecoveryCompleted.instance(), this::onRecovered).build();
