@@ -99,6 +99,9 @@ public final class ClientProxy
 
   public record GetState(ActorRef<StateReply> replyTo) implements Command {}
 
+  /** What became of message {@code seq}: see {@link Receipt}. */
+  public record GetReceipt(long seq, ActorRef<Receipt> replyTo) implements Command {}
+
   // Internal messages: timers and the completions of asynchronous work.
   private enum GraceExpired implements Command {
     INSTANCE
@@ -138,6 +141,14 @@ public final class ClientProxy
   public record NotDelivered(String reason) implements EnqueueResult {}
 
   public record KickResult(boolean found) implements CborSerializable {}
+
+  /**
+   * The live session's view of one message: {@code queued} (in the outbox, not yet handed to a
+   * socket), {@code written} (handed to the client's socket by this incarnation), {@code acked},
+   * {@code lost} (dropped by outbox overflow before it was acked), {@code unknown} (no such seq),
+   * or {@code no-session}.
+   */
+  public record Receipt(String status) implements CborSerializable {}
 
   /** The session's state, or {@code view == null} when there is no such session. */
   public record StateReply(SessionView view) implements CborSerializable {}
@@ -397,6 +408,8 @@ public final class ClientProxy
   // Runtime state of this incarnation: never persisted.
   private ActorRef<ToConnection> connection;
   private boolean deliveringUpstream;
+  /** Highest seq handed to the current connection (runtime: the socket writes it right away). */
+  private long writtenUpTo;
   private boolean erasing;
 
   private ClientProxy(
@@ -459,6 +472,7 @@ public final class ClientProxy
         .onCommand(Enqueue.class, (state, cmd) -> notDeliveredAndStop(cmd.replyTo(), "unknown"))
         .onCommand(Kick.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new KickResult(false)))
         .onCommand(GetState.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new StateReply(null)))
+        .onCommand(GetReceipt.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new Receipt("no-session")))
         .onAnyCommand((state, cmd) -> Effect().noReply());
 
     builder
@@ -475,6 +489,7 @@ public final class ClientProxy
         .onCommand(Logout.class, this::onLogout)
         .onCommand(Kick.class, this::onKick)
         .onCommand(GetState.class, this::onGetState)
+        .onCommand(GetReceipt.class, this::onGetReceipt)
         .onCommand(GraceExpired.class, this::onGraceExpired)
         .onCommand(DetachAfterRecovery.class, this::onDetachAfterRecovery)
         .onCommand(ConnectionTerminated.class, this::onConnectionTerminated)
@@ -488,6 +503,7 @@ public final class ClientProxy
         .onCommand(Enqueue.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new NotDelivered("ended")))
         .onCommand(Kick.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new KickResult(false)))
         .onCommand(GetState.class, this::onGetState)
+        .onCommand(GetReceipt.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new Receipt("no-session")))
         .onCommand(UpstreamDeliveryDone.class, this::onUpstreamDeliveryDone)
         .onCommand(RetryPendingWork.class, this::onRetryPendingWork)
         .onCommand(EraseDone.class, this::onEraseDone)
@@ -543,6 +559,7 @@ public final class ClientProxy
               List<OutboxMessage> replay = List.copyOf(newState.outbox.tailMap(from, false).values());
               connection.tell(welcome(newState, true, from, replay.size(), lostForClient));
               for (OutboxMessage message : replay) connection.tell(new ToConnection.Deliver(message));
+              writtenUpTo = newState.lastSeq();
             })
         .thenNoReply();
   }
@@ -614,7 +631,10 @@ public final class ClientProxy
         .persist(new MessageQueued(message, draft.origin(), draft.originSeq(), evictThrough))
         .thenRun(
             newState -> {
-              if (connection != null) connection.tell(new ToConnection.Deliver(message));
+              if (connection != null) {
+                connection.tell(new ToConnection.Deliver(message));
+                writtenUpTo = message.seq();
+              }
             })
         .thenReply(cmd.replyTo(), newState -> new Enqueued(message.seq(), false));
   }
@@ -778,6 +798,17 @@ public final class ClientProxy
 
   private ReplyEffect<Event, State> onGetState(State state, GetState cmd) {
     return Effect().reply(cmd.replyTo(), new StateReply(state.view()));
+  }
+
+  private ReplyEffect<Event, State> onGetReceipt(State state, GetReceipt cmd) {
+    long seq = cmd.seq();
+    String status;
+    if (seq < 1 || seq > state.lastSeq()) status = "unknown";
+    else if (seq <= state.ackedSeq) status = "acked";
+    else if (!state.outbox.containsKey(seq)) status = "lost";
+    else if (seq <= writtenUpTo) status = "written";
+    else status = "queued";
+    return Effect().reply(cmd.replyTo(), new Receipt(status));
   }
 
   private ReplyEffect<Event, State> onUserIndexDone(State state, UserIndexDone done) {
