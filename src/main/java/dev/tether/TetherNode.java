@@ -13,6 +13,7 @@ import dev.tether.session.ClientProxySettings;
 import dev.tether.session.Delivery;
 import dev.tether.session.Membership;
 import dev.tether.session.SessionStore;
+import dev.tether.telemetry.ShardGauges;
 import dev.tether.telemetry.TetherMetrics;
 import java.time.Clock;
 import java.time.Duration;
@@ -92,9 +93,11 @@ public final class TetherNode implements AutoCloseable {
         new SessionStore(database.dataSource(), system.dispatchers().lookup(DispatcherSelector.blocking()));
     Delivery delivery = new Delivery(system, sessionSettings.askTimeout());
 
-    ClientProxy.init(system, new ClientProxy.Dependencies(sessionSettings, store, delivery, Clock.systemUTC()));
+    ClientProxy.init(system, new ClientProxy.Dependencies(sessionSettings, store, delivery, Clock.systemUTC(), metrics));
     Membership.init(system);
     scheduleTombstonePurge(system, store, sessionSettings.tombstoneRetention());
+    ShardGauges.start(
+        system, metrics, List.of(ClientProxy.ENTITY_TYPE_KEY, Membership.ENTITY_TYPE_KEY), Duration.ofSeconds(5));
 
     var connectionDeps =
         new dev.tether.gateway.Connection.Dependencies(

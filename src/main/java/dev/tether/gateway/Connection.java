@@ -7,7 +7,9 @@ import dev.tether.session.ToConnection;
 import java.security.SecureRandom;
 import java.time.Duration;
 import java.util.Base64;
+import java.util.Map;
 import java.util.Optional;
+import java.util.concurrent.atomic.AtomicReference;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.Behavior;
 import org.apache.pekko.actor.typed.Terminated;
@@ -79,13 +81,18 @@ public final class Connection {
 
   static Behavior<Command> create(
       Dependencies deps, BoundedSourceQueue<Message> out, CloseSignal closeSignal, String remote) {
-    return Behaviors.setup(
-        context ->
-            Behaviors.withTimers(
-                timers ->
-                    Behaviors.withStash(
-                        deps.settings().maxPendingFrames(),
-                        stash -> new Connection(deps, out, closeSignal, remote, context, timers, stash).start())));
+    // Logs about a connection carry its session id once it has one (logback: %X{sessionId}).
+    AtomicReference<Map<String, String>> mdc = new AtomicReference<>(Map.of());
+    return Behaviors.withMdc(
+        Command.class,
+        message -> mdc.get(),
+        Behaviors.setup(
+            context ->
+                Behaviors.withTimers(
+                    timers ->
+                        Behaviors.withStash(
+                            deps.settings().maxPendingFrames(),
+                            stash -> new Connection(deps, out, closeSignal, remote, mdc, context, timers, stash).start()))));
   }
 
   private static final SecureRandom RANDOM = new SecureRandom();
@@ -103,6 +110,7 @@ public final class Connection {
   private final TimerScheduler<Command> timers;
   private final StashBuffer<Command> stash;
   private final ActorRef<ToConnection> sessionAdapter;
+  private final AtomicReference<Map<String, String>> mdc;
 
   private long lastHeardNanos = System.nanoTime();
   private int badFrames;
@@ -123,6 +131,7 @@ public final class Connection {
       BoundedSourceQueue<Message> out,
       CloseSignal closeSignal,
       String remote,
+      AtomicReference<Map<String, String>> mdc,
       ActorContext<Command> context,
       TimerScheduler<Command> timers,
       StashBuffer<Command> stash) {
@@ -134,6 +143,7 @@ public final class Connection {
     this.out = out;
     this.closeSignal = closeSignal;
     this.remote = remote;
+    this.mdc = mdc;
     this.context = context;
     this.timers = timers;
     this.stash = stash;
@@ -200,6 +210,7 @@ public final class Connection {
     beginHandshake();
     sessionId = resume.sessionId();
     resumeToken = resume.resumeToken();
+    mdc.set(Map.of("sessionId", sessionId));
     sharding
         .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
         .tell(
@@ -218,6 +229,7 @@ public final class Connection {
   private Behavior<Command> openNewSession() {
     sessionId = "s_" + randomToken(15);
     resumeToken = "r_" + randomToken(32);
+    mdc.set(Map.of("sessionId", sessionId));
     sharding
         .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
         .tell(new ClientProxy.Open(newSessionUser, ClientProxy.hashToken(resumeToken), sessionAdapter));

@@ -7,7 +7,8 @@ import java.nio.charset.StandardCharsets;
 import org.apache.pekko.NotUsed;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.ActorSystem;
-import org.apache.pekko.actor.typed.Props;
+import dev.tether.telemetry.TelemetryInterceptor;
+import org.apache.pekko.actor.typed.MailboxSelector;
 import org.apache.pekko.event.Logging;
 import org.apache.pekko.event.LoggingAdapter;
 import org.apache.pekko.http.javadsl.model.HttpResponse;
@@ -65,9 +66,10 @@ public final class WebSocketRoute extends AllDirectives {
     String remote = ip.getAddress().map(a -> a.getHostAddress()).orElse("unknown");
     ActorRef<Connection.Command> connection =
         system.systemActorOf(
-            Connection.create(deps, outgoing.first(), closeSignal, remote),
+            TelemetryInterceptor.instrument(
+                "Connection", Connection.Command.class, Connection.create(deps, outgoing.first(), closeSignal, remote)),
             "ws-" + connectionIds.incrementAndGet(),
-            Props.empty());
+            MailboxSelector.fromConfig("tether.telemetry.mailboxes.connection"));
 
     Sink<Message, NotUsed> incoming =
         Flow.<Message>create()

@@ -16,6 +16,10 @@ import java.util.TreeSet;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.ActorSystem;
 import org.apache.pekko.actor.typed.Behavior;
+import org.apache.pekko.actor.typed.MailboxSelector;
+import org.apache.pekko.actor.typed.PostStop;
+import dev.tether.telemetry.TelemetryInterceptor;
+import dev.tether.telemetry.TetherMetrics;
 import org.apache.pekko.actor.typed.javadsl.ActorContext;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.javadsl.TimerScheduler;
@@ -362,14 +366,23 @@ public final class ClientProxy
 
   /** What a session needs from its surroundings. */
   public record Dependencies(
-      ClientProxySettings settings, SessionStore store, Delivery delivery, Clock clock) {}
+      ClientProxySettings settings, SessionStore store, Delivery delivery, Clock clock, TetherMetrics metrics) {
+
+    /** Without a shared metrics registry (unit tests): the session reports to a private one. */
+    public Dependencies(ClientProxySettings settings, SessionStore store, Delivery delivery, Clock clock) {
+      this(settings, store, delivery, clock, new TetherMetrics());
+    }
+  }
 
   public static void init(ActorSystem<?> system, Dependencies deps) {
     ClusterSharding.get(system)
         .init(
             Entity.of(
                     ENTITY_TYPE_KEY,
-                    ctx -> create(ctx.getEntityId(), deps, ctx.getShard()))
+                    ctx ->
+                        TelemetryInterceptor.instrument(
+                            "ClientProxy", Command.class, create(ctx.getEntityId(), deps, ctx.getShard())))
+                .withEntityProps(MailboxSelector.fromConfig("tether.telemetry.mailboxes.client-proxy"))
                 .withSettings(ClusterShardingSettings.create(system).withRememberEntities(true)));
   }
 
@@ -379,9 +392,13 @@ public final class ClientProxy
    */
   public static Behavior<Command> create(
       String sessionId, Dependencies deps, ActorRef<ClusterSharding.ShardCommand> shard) {
-    return Behaviors.setup(
-        context ->
-            Behaviors.withTimers(timers -> new ClientProxy(sessionId, deps, shard, context, timers)));
+    // Everything the session logs carries its id (logback: %X{sessionId}).
+    return Behaviors.withMdc(
+        Command.class,
+        Map.of("sessionId", sessionId),
+        Behaviors.setup(
+            context ->
+                Behaviors.withTimers(timers -> new ClientProxy(sessionId, deps, shard, context, timers))));
   }
 
   /** SHA-256 of a resume token, hex encoded: the server keeps only this. */
@@ -401,6 +418,7 @@ public final class ClientProxy
   private final SessionStore store;
   private final Delivery delivery;
   private final Clock clock;
+  private final TetherMetrics metrics;
   private final ActorRef<ClusterSharding.ShardCommand> shard;
   private final ActorContext<Command> context;
   private final TimerScheduler<Command> timers;
@@ -411,6 +429,8 @@ public final class ClientProxy
   /** Highest seq handed to the current connection (runtime: the socket writes it right away). */
   private long writtenUpTo;
   private boolean erasing;
+  /** The state this incarnation is counted under in the sessions gauge (attached, detached, none). */
+  private String countedAs;
 
   private ClientProxy(
       String sessionId,
@@ -424,6 +444,7 @@ public final class ClientProxy
     this.store = deps.store();
     this.delivery = deps.delivery();
     this.clock = deps.clock();
+    this.metrics = deps.metrics();
     this.shard = shard;
     this.context = context;
     this.timers = timers;
@@ -455,7 +476,10 @@ public final class ClientProxy
 
   @Override
   public SignalHandler<State> signalHandler() {
-    return newSignalHandlerBuilder().onSignal(RecoveryCompleted.instance(), this::onRecovered).build();
+    return newSignalHandlerBuilder()
+        .onSignal(RecoveryCompleted.instance(), this::onRecovered)
+        .onSignal(PostStop.instance(), state -> countAs(null))
+        .build();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -522,6 +546,7 @@ public final class ClientProxy
         .thenRun(
             newState -> {
               holdConnection(cmd.connection());
+              countStatus(newState);
               cmd.connection().tell(welcome(newState, false, newState.lastSeq(), 0, 0));
               indexUser(newState);
             })
@@ -546,6 +571,7 @@ public final class ClientProxy
     boolean takeover = connection != null;
     ActorRef<ToConnection> previous = connection;
 
+    int ackedCount = state.outbox.headMap(clientLast, true).size();
     List<Event> events = new ArrayList<>(2);
     if (clientLast > state.ackedSeq) events.add(new Acked(clientLast));
     events.add(new Attached(state.generation + 1, true, takeover, clock.millis()));
@@ -554,8 +580,13 @@ public final class ClientProxy
         .thenRun(
             newState -> {
               timers.cancel(GraceExpired.INSTANCE);
-              if (previous != null) previous.tell(new ToConnection.Kicked("taken-over"));
+              if (previous != null) {
+                previous.tell(new ToConnection.Kicked("taken-over"));
+                metrics.takeover();
+              }
+              if (clientLast > state.ackedSeq) metrics.acked(ackedCount);
               holdConnection(cmd.connection());
+              countStatus(newState);
               List<OutboxMessage> replay = List.copyOf(newState.outbox.tailMap(from, false).values());
               connection.tell(welcome(newState, true, from, replay.size(), lostForClient));
               for (OutboxMessage message : replay) connection.tell(new ToConnection.Deliver(message));
@@ -602,6 +633,7 @@ public final class ClientProxy
         .thenRun(
             newState -> {
               releaseConnection();
+              countStatus(newState);
               timers.startSingleTimer(GraceExpired.INSTANCE, settings.grace());
             })
         .thenNoReply();
@@ -624,13 +656,17 @@ public final class ClientProxy
         return Effect().reply(cmd.replyTo(), new Enqueued(mark.queuedSeq(), true));
       }
     }
+    long received = System.nanoTime();
     OutboxMessage message =
         new OutboxMessage(state.nextSeq, draft.data(), draft.from(), draft.room(), clock.millis());
     long evictThrough = evictionFor(state, message);
+    long lostBefore = state.lost;
     return Effect()
         .persist(new MessageQueued(message, draft.origin(), draft.originSeq(), evictThrough))
         .thenRun(
             newState -> {
+              metrics.enqueued(
+                  newState.outbox.size(), newState.outboxBytes, newState.lost - lostBefore, System.nanoTime() - received);
               if (connection != null) {
                 connection.tell(new ToConnection.Deliver(message));
                 writtenUpTo = message.seq();
@@ -657,7 +693,8 @@ public final class ClientProxy
     if (cmd.generation() != state.generation) return Effect().noReply();
     long seq = Math.min(cmd.seq(), state.lastSeq());
     if (seq <= state.ackedSeq) return Effect().noReply();
-    return Effect().persist(new Acked(seq)).thenNoReply();
+    int acked = state.outbox.headMap(seq, true).size();
+    return Effect().persist(new Acked(seq)).thenRun(s -> metrics.acked(acked)).thenNoReply();
   }
 
   private ReplyEffect<Event, State> onSendUpstream(State state, SendUpstream cmd) {
@@ -684,9 +721,14 @@ public final class ClientProxy
                   new ToConnection.UpstreamRejected(
                       cseq, "not-in-room", "join " + cmd.target().id() + " before sending to it"));
     }
+    long received = System.nanoTime();
     return Effect()
         .persist(new UpstreamAccepted(cseq, cmd.target(), cmd.data(), cmd.echo(), clock.millis()))
-        .thenRun(this::deliverNextUpstream)
+        .thenRun(
+            newState -> {
+              metrics.upstreamAccepted(System.nanoTime() - received);
+              deliverNextUpstream(newState);
+            })
         .thenReply(replyTo, s -> new ToConnection.UpstreamConfirmed(cseq));
   }
 
@@ -789,6 +831,8 @@ public final class ClientProxy
 
   private void afterEnd(State state, ToConnection farewell) {
     timers.cancel(GraceExpired.INSTANCE);
+    countStatus(state);
+    if ("expired".equals(state.endReason)) metrics.expired();
     if (connection != null && farewell != null) connection.tell(farewell);
     releaseConnection();
     forgetMembership(Membership.userId(state.userId));
@@ -885,7 +929,24 @@ public final class ClientProxy
     if (shard != null) shard.tell(new ClusterSharding.Passivate<>(context.getSelf()));
   }
 
+  /** Keeps the per-node sessions gauge right: each incarnation counts itself once. */
+  private void countAs(String state) {
+    if (java.util.Objects.equals(countedAs, state)) return;
+    metrics.sessionStateChanged(countedAs, state);
+    countedAs = state;
+  }
+
+  private void countStatus(State state) {
+    countAs(
+        switch (state.status) {
+          case ATTACHED -> "attached";
+          case DETACHED -> "detached";
+          default -> null;
+        });
+  }
+
   private void onRecovered(State state) {
+    countStatus(state);
     switch (state.status) {
       case DETACHED -> {
         long remaining = Math.max(0, state.graceDeadline - clock.millis());

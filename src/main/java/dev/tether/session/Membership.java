@@ -9,7 +9,9 @@ import java.util.TreeSet;
 import org.apache.pekko.Done;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.ActorSystem;
+import dev.tether.telemetry.TelemetryInterceptor;
 import org.apache.pekko.actor.typed.Behavior;
+import org.apache.pekko.actor.typed.MailboxSelector;
 import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
 import org.apache.pekko.cluster.sharding.typed.javadsl.Entity;
 import org.apache.pekko.cluster.sharding.typed.javadsl.EntityTypeKey;
@@ -77,7 +79,11 @@ public final class Membership
 
   public static void init(ActorSystem<?> system) {
     ClusterSharding.get(system)
-        .init(Entity.of(ENTITY_TYPE_KEY, ctx -> create(ctx.getEntityId())));
+        .init(
+            Entity.of(
+                    ENTITY_TYPE_KEY,
+                    ctx -> TelemetryInterceptor.instrument("Membership", Command.class, create(ctx.getEntityId())))
+                .withEntityProps(MailboxSelector.fromConfig("tether.telemetry.mailboxes.membership")));
   }
 
   public static Behavior<Command> create(String groupId) {

@@ -1,6 +1,9 @@
 package dev.tether.telemetry;
 
 import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.DistributionSummary;
+import io.micrometer.core.instrument.FunctionCounter;
+import io.micrometer.core.instrument.Gauge;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.Timer;
 import io.micrometer.core.instrument.binder.jvm.JvmGcMetrics;
@@ -10,6 +13,7 @@ import io.micrometer.core.instrument.binder.system.ProcessorMetrics;
 import io.micrometer.prometheusmetrics.PrometheusConfig;
 import io.micrometer.prometheusmetrics.PrometheusMeterRegistry;
 import java.time.Duration;
+import java.util.List;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
@@ -34,6 +38,20 @@ public final class TetherMetrics {
   private final ConcurrentHashMap<String, Counter> welcomesByReason = new ConcurrentHashMap<>();
   private final ConcurrentHashMap<String, Counter> badFramesByCode = new ConcurrentHashMap<>();
   private final ConcurrentHashMap<String, Counter> apiPublishes = new ConcurrentHashMap<>();
+
+  // Sessions (ClientProxy), per node.
+  private final AtomicLong sessionsAttached = new AtomicLong();
+  private final AtomicLong sessionsDetached = new AtomicLong();
+  private final Counter takeovers;
+  private final Counter expiries;
+  private final Counter messagesEnqueued;
+  private final Counter messagesAcked;
+  private final Counter messagesEvicted;
+  private final Counter upstreamAccepted;
+  private final DistributionSummary outboxDepth;
+  private final DistributionSummary outboxBytes;
+  private final Timer persistLatency;
+  private final ConcurrentHashMap<String, AtomicLong> shardGauges = new ConcurrentHashMap<>();
 
   public TetherMetrics() {
     registry = new PrometheusMeterRegistry(PrometheusConfig.DEFAULT);
@@ -64,6 +82,124 @@ public final class TetherMetrics {
             .publishPercentileHistogram()
             .maximumExpectedValue(Duration.ofSeconds(10))
             .register(registry);
+
+    Gauge.builder("tether_sessions", sessionsAttached, AtomicLong::get)
+        .tag("state", "attached")
+        .description("live sessions hosted on this node, by state")
+        .register(registry);
+    Gauge.builder("tether_sessions", sessionsDetached, AtomicLong::get)
+        .tag("state", "detached")
+        .description("live sessions hosted on this node, by state")
+        .register(registry);
+    takeovers = Counter.builder("tether_takeovers").description("resumes that took a session from a live socket").register(registry);
+    expiries = Counter.builder("tether_expiries").description("sessions ended by grace expiry").register(registry);
+    messagesEnqueued = Counter.builder("tether_messages_enqueued").description("messages queued in outboxes").register(registry);
+    messagesAcked = Counter.builder("tether_messages_acked").description("messages acknowledged by clients").register(registry);
+    messagesEvicted =
+        Counter.builder("tether_messages_lost").description("messages dropped by outbox overflow").register(registry);
+    upstreamAccepted = Counter.builder("tether_upstream_accepted").description("client sends durably accepted").register(registry);
+    outboxDepth =
+        DistributionSummary.builder("tether_outbox_messages")
+            .description("outbox depth (messages) seen at each enqueue")
+            .publishPercentileHistogram()
+            .maximumExpectedValue(100_000.0)
+            .register(registry);
+    outboxBytes =
+        DistributionSummary.builder("tether_outbox_bytes")
+            .description("outbox size (bytes) seen at each enqueue")
+            .baseUnit("bytes")
+            .publishPercentileHistogram()
+            .maximumExpectedValue(64.0 * 1024 * 1024)
+            .register(registry);
+    persistLatency =
+        Timer.builder("tether_persist_latency")
+            .description("session command received to its event persisted")
+            .publishPercentileHistogram()
+            .maximumExpectedValue(Duration.ofSeconds(10))
+            .register(registry);
+    registerActorTelemetry();
+  }
+
+  // Sessions ----------------------------------------------------------------------------------
+
+  /** A session hosted here changed between attached, detached and gone (null). */
+  public void sessionStateChanged(String from, String to) {
+    adjust(from, -1);
+    adjust(to, 1);
+  }
+
+  private void adjust(String state, int delta) {
+    if ("attached".equals(state)) sessionsAttached.addAndGet(delta);
+    else if ("detached".equals(state)) sessionsDetached.addAndGet(delta);
+  }
+
+  public void takeover() {
+    takeovers.increment();
+  }
+
+  public void expired() {
+    expiries.increment();
+  }
+
+  public void enqueued(int outboxMessages, long outboxSizeBytes, long evicted, long persistNanos) {
+    messagesEnqueued.increment();
+    outboxDepth.record(outboxMessages);
+    outboxBytes.record(outboxSizeBytes);
+    if (evicted > 0) messagesEvicted.increment(evicted);
+    persistLatency.record(persistNanos, TimeUnit.NANOSECONDS);
+  }
+
+  public void acked(long messages) {
+    messagesAcked.increment(messages);
+  }
+
+  public void upstreamAccepted(long persistNanos) {
+    upstreamAccepted.increment();
+    persistLatency.record(persistNanos, TimeUnit.NANOSECONDS);
+  }
+
+  /** Shards and entities of an entity type hosted on this node (refreshed periodically). */
+  public void shardsHosted(String entityType, int shards, int entities) {
+    shardGauge("tether_shards", entityType).set(shards);
+    shardGauge("tether_entities", entityType).set(entities);
+  }
+
+  private AtomicLong shardGauge(String name, String entityType) {
+    return shardGauges.computeIfAbsent(
+        name + "/" + entityType,
+        k -> {
+          AtomicLong value = new AtomicLong();
+          Gauge.builder(name, value, AtomicLong::get)
+              .tag("type", entityType)
+              .description(name.equals("tether_shards") ? "shards hosted on this node" : "entities hosted on this node")
+              .register(registry);
+          return value;
+        });
+  }
+
+  /** Actor classes whose mailboxes and message handling are measured. */
+  public static final List<String> INSTRUMENTED_ACTORS = List.of("ClientProxy", "Connection", "Membership");
+
+  private void registerActorTelemetry() {
+    for (String actor : INSTRUMENTED_ACTORS) {
+      ActorTelemetry t = ActorTelemetry.of(actor);
+      Gauge.builder("tether_actor_mailbox_depth", t, ActorTelemetry::mailboxDepth)
+          .tag("actor", actor)
+          .description("messages waiting in the mailboxes of all actors of this class")
+          .register(registry);
+      FunctionCounter.builder("tether_actor_messages_enqueued", t, ActorTelemetry::enqueuedTotal)
+          .tag("actor", actor)
+          .description("messages put into mailboxes of this actor class")
+          .register(registry);
+      FunctionCounter.builder("tether_actor_messages_processed", t, ActorTelemetry::processedTotal)
+          .tag("actor", actor)
+          .description("messages handled by actors of this class")
+          .register(registry);
+      FunctionCounter.builder("tether_actor_processing_seconds", t, ActorTelemetry::processingSecondsTotal)
+          .tag("actor", actor)
+          .description("time actors of this class spent handling messages")
+          .register(registry);
+    }
   }
 
   public MeterRegistry registry() {
