@@ -6,11 +6,23 @@ import dev.tether.session.Target;
 public sealed interface ClientFrame {
 
   /** @param user the user in dev mode; @param token the JWT in hmac mode */
-  record Hello(String user, String token, String client) implements ClientFrame {}
+  record Hello(String user, String token, String client) implements ClientFrame {
+    /** Never prints the credential (dead-letter and debug logs print messages). */
+    @Override
+    public String toString() {
+      return "Hello[user=" + user + ", token=" + (token == null ? "none" : "<redacted>") + ", client=" + client + "]";
+    }
+  }
 
   /** {@code user}/{@code token} are optional additions: the credentials for a fallback new session. */
   record Resume(String sessionId, String resumeToken, long lastSeq, String user, String token)
-      implements ClientFrame {}
+      implements ClientFrame {
+    /** Never prints the resume token or the credential. */
+    @Override
+    public String toString() {
+      return "Resume[sessionId=" + sessionId + ", lastSeq=" + lastSeq + ", user=" + user + ", secrets=<redacted>]";
+    }
+  }
 
   record Ack(long seq) implements ClientFrame {}
 
