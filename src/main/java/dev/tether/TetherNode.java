@@ -2,10 +2,16 @@ package dev.tether;
 
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
+import com.typesafe.config.ConfigValueFactory;
 import dev.tether.api.BackendApi;
+import dev.tether.api.InspectionApi;
 import dev.tether.gateway.Authenticator;
+import dev.tether.gateway.FailedResumeLimiter;
 import dev.tether.gateway.GatewaySettings;
 import dev.tether.gateway.WebSocketRoute;
+import dev.tether.inspection.InspectionProjection;
+import dev.tether.inspection.InspectionSettings;
+import dev.tether.inspection.InspectionStore;
 import dev.tether.persistence.Database;
 import dev.tether.persistence.DatabaseSettings;
 import dev.tether.session.ClientProxy;
@@ -80,7 +86,14 @@ public final class TetherNode implements AutoCloseable {
 
   static Config load(Map<String, ?> overrides) {
     ConfigFactory.invalidateCaches();
-    return ConfigFactory.load(ConfigFactory.parseMap(overrides).withFallback(ConfigFactory.defaultApplication()));
+    Config config =
+        ConfigFactory.load(ConfigFactory.parseMap(overrides).withFallback(ConfigFactory.defaultApplication()));
+    // The HTTP idle timeout must never close a healthy WebSocket before the heartbeat does.
+    Duration idle = config.getDuration("tether.http.idle-timeout");
+    Duration heartbeatMargin = config.getDuration("tether.gateway.heartbeat.timeout").multipliedBy(3).dividedBy(2);
+    Duration effective = idle.compareTo(heartbeatMargin) >= 0 ? idle : heartbeatMargin;
+    return config.withValue(
+        "pekko.http.server.idle-timeout", ConfigValueFactory.fromAnyRef(effective.toMillis() + "ms"));
   }
 
   private static TetherNode wire(Database database, ActorSystem<Void> system, Config config) {
@@ -96,14 +109,27 @@ public final class TetherNode implements AutoCloseable {
     ClientProxy.init(system, new ClientProxy.Dependencies(sessionSettings, store, delivery, Clock.systemUTC(), metrics));
     Membership.init(system);
     scheduleTombstonePurge(system, store, sessionSettings.tombstoneRetention());
+    InspectionStore inspectionStore =
+        InspectionProjection.init(system, database.dataSource(), InspectionSettings.from(config));
     ShardGauges.start(
         system, metrics, List.of(ClientProxy.ENTITY_TYPE_KEY, Membership.ENTITY_TYPE_KEY), Duration.ofSeconds(5));
 
     var connectionDeps =
         new dev.tether.gateway.Connection.Dependencies(
-            gatewaySettings, new Authenticator(gatewaySettings), ClusterSharding.get(system), store, metrics);
+            gatewaySettings,
+            new Authenticator(gatewaySettings),
+            ClusterSharding.get(system),
+            store,
+            metrics,
+            new FailedResumeLimiter(gatewaySettings.failedResumeBurst(), gatewaySettings.failedResumesPerMinute()));
     WebSocketRoute webSocket = new WebSocketRoute(system, connectionDeps);
-    BackendApi api = new BackendApi(system, gatewaySettings, delivery, metrics);
+    BackendApi api =
+        new BackendApi(
+            system,
+            gatewaySettings,
+            delivery,
+            metrics,
+            new InspectionApi(system, inspectionStore, gatewaySettings.askTimeout()));
 
     ServerBinding binding =
         Http.get(system)

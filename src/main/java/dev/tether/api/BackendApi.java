@@ -50,14 +50,21 @@ public final class BackendApi extends AllDirectives {
   private final Delivery delivery;
   private final ClusterSharding sharding;
   private final TetherMetrics metrics;
+  private final InspectionApi inspection;
   private final Duration timeout;
 
-  public BackendApi(ActorSystem<?> system, GatewaySettings settings, Delivery delivery, TetherMetrics metrics) {
+  public BackendApi(
+      ActorSystem<?> system,
+      GatewaySettings settings,
+      Delivery delivery,
+      TetherMetrics metrics,
+      InspectionApi inspection) {
     this.system = system;
     this.settings = settings;
     this.delivery = delivery;
     this.sharding = ClusterSharding.get(system);
     this.metrics = metrics;
+    this.inspection = inspection;
     this.timeout = settings.askTimeout();
   }
 
@@ -71,7 +78,7 @@ public final class BackendApi extends AllDirectives {
                 () ->
                     concat(
                         others,
-                        pathPrefix("api", () -> authorized(this::apiRoutes)),
+                        pathPrefix("api", () -> authorized(() -> withValidIds(this::apiRoutes))),
                         path("metrics", () -> get(() -> complete(metrics.scrape()))),
                         path(PathMatchers.segment("health").slash("alive"), () -> get(() -> json(StatusCodes.OK, Map.of("status", "alive")))),
                         path(PathMatchers.segment("health").slash("ready"), () -> get(this::ready)),
@@ -91,8 +98,37 @@ public final class BackendApi extends AllDirectives {
                 pathPrefix("demo", () -> getFromResourceDirectory("web/demo"))));
   }
 
+  /**
+   * Refuses malformed ids before they reach an entity: session ids are what the server issues
+   * (a malformed one cannot exist: 404), user ids and room names have no control characters and
+   * at most 128 characters (400).
+   */
+  private Route withValidIds(Supplier<Route> inner) {
+    return extractUnmatchedPath(
+        unmatched -> {
+          String[] segments = unmatched.startsWith("/") ? unmatched.substring(1).split("/", -1) : unmatched.split("/", -1);
+          if (segments.length >= 2) {
+            String id = java.net.URLDecoder.decode(segments[1].replace("+", "%2B"), StandardCharsets.UTF_8);
+            switch (segments[0]) {
+              case "sessions" -> {
+                if (!FrameCodec.validSessionId(id)) return error(StatusCodes.NOT_FOUND, "not-found", "no such session");
+              }
+              case "users", "rooms" -> {
+                if (!FrameCodec.validName(id)) {
+                  return error(StatusCodes.BAD_REQUEST, "bad-request", "ids and names are 1-128 characters without control characters");
+                }
+              }
+              default -> {}
+            }
+          }
+          return inner.get();
+        });
+  }
+
   private Route apiRoutes() {
     return concat(
+        // GET /api/sessions (the listing), .../messages/{seq}, .../history, /api/cluster
+        inspection.routes(),
         pathPrefix(
             "sessions",
             () ->
@@ -262,7 +298,7 @@ public final class BackendApi extends AllDirectives {
     return complete(errorResponse(status, code, message));
   }
 
-  private static HttpResponse jsonResponse(StatusCode status, Object body) {
+  static HttpResponse jsonResponse(StatusCode status, Object body) {
     try {
       return HttpResponse.create()
           .withStatus(status)

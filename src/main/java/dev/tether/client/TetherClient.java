@@ -164,6 +164,7 @@ public final class TetherClient implements AutoCloseable {
   // Everything below is touched on the loop thread only.
   private State state = State.INIT;
   private WebSocket socket;
+  private CompletableFuture<WebSocket> sending = new CompletableFuture<>();
   private int connectionId; // which socket's events are current; older ones are ignored
   private String sessionId;
   private String resumeToken;
@@ -184,6 +185,10 @@ public final class TetherClient implements AutoCloseable {
   private ScheduledFuture<?> ackTask;
 
   private record PendingSend(long cseq, String frame, CompletableFuture<Long> result) {}
+
+  private record PendingRoom(String type, String frame, CompletableFuture<Void> result) {}
+
+  private final Map<String, PendingRoom> pendingRooms = new java.util.HashMap<>();
 
   private TetherClient(Builder config) {
     this.config = config;
@@ -212,17 +217,33 @@ public final class TetherClient implements AutoCloseable {
           String frame =
               "{\"type\":\"send\",\"cseq\":" + cseq + ",\"to\":" + quote(to) + ",\"data\":" + dataJson + "}";
           pendingSends.put(cseq, new PendingSend(cseq, frame, result));
-          if (state == State.CONNECTED) socket.sendText(frame, true);
+          if (state == State.CONNECTED) write(frame);
         });
     return result;
   }
 
-  public void join(String room) {
-    loop.execute(() -> sendIfConnected("{\"type\":\"join\",\"room\":" + quote(room) + "}"));
+  /**
+   * Joins a room; completes once the server confirms. A join in flight when the link drops is sent
+   * again after the resume (the server restores the rooms it had already recorded).
+   */
+  public CompletableFuture<Void> join(String room) {
+    return roomRequest("join", room);
   }
 
-  public void leave(String room) {
-    loop.execute(() -> sendIfConnected("{\"type\":\"leave\",\"room\":" + quote(room) + "}"));
+  public CompletableFuture<Void> leave(String room) {
+    return roomRequest("leave", room);
+  }
+
+  private CompletableFuture<Void> roomRequest(String type, String room) {
+    CompletableFuture<Void> result = new CompletableFuture<>();
+    loop.execute(
+        () -> {
+          String frame = "{\"type\":\"" + type + "\",\"room\":" + quote(room) + "}";
+          PendingRoom previous = pendingRooms.put(room, new PendingRoom(type, frame, result));
+          if (previous != null) previous.result().completeExceptionally(new IllegalStateException("superseded by " + type));
+          sendIfConnected(frame);
+        });
+    return result;
   }
 
   /** Ends the session ({@code bye}); the client never reconnects afterwards. */
@@ -233,7 +254,7 @@ public final class TetherClient implements AutoCloseable {
           loggedOut = done;
           if (state == State.CONNECTED) {
             flushAck();
-            socket.sendText("{\"type\":\"bye\"}", true);
+            write("{\"type\":\"bye\"}");
             transition(State.CLOSING);
           } else {
             finish();
@@ -285,6 +306,11 @@ public final class TetherClient implements AutoCloseable {
     return onLoop(() -> reconnectAttempts);
   }
 
+  /** Sends not yet confirmed by the server. */
+  public int pendingCount() {
+    return onLoop(pendingSends::size);
+  }
+
   // -------------------------------------------------------------------------------------------
   // Connection lifecycle (loop thread)
 
@@ -307,8 +333,9 @@ public final class TetherClient implements AutoCloseable {
                         return;
                       }
                       socket = ws;
+                      sending = CompletableFuture.completedFuture(ws);
                       lastHeardNanos = System.nanoTime();
-                      ws.sendText(handshakeFrame(), true);
+                      write(handshakeFrame());
                     }));
   }
 
@@ -362,13 +389,14 @@ public final class TetherClient implements AutoCloseable {
       case "msg" -> onMsg(frame);
       case "sent" -> settle(frame.path("cseq").asLong(), null);
       case "error" -> onErrorFrame(frame);
+      case "joined", "left" -> settleRoom(frame.path("room").asText(), null);
       case "kicked" -> {
         String reason = frame.path("reason").asText();
         stopTimers();
         finish();
         listener.onKicked(reason);
       }
-      default -> {} // pong, joined, left, bye: nothing to do
+      default -> {} // pong, bye: nothing to do
     }
   }
 
@@ -397,7 +425,16 @@ public final class TetherClient implements AutoCloseable {
     long clientSeq = w.path("clientSeq").asLong();
     for (PendingSend p : new ArrayList<>(pendingSends.values())) {
       if (p.cseq() <= clientSeq) settle(p.cseq(), null);
-      else socket.sendText(p.frame(), true);
+      else write(p.frame());
+    }
+    // Room requests the old connection may not have delivered: the welcome says where we are.
+    List<String> rooms = new ArrayList<>();
+    w.path("rooms").forEach(r -> rooms.add(r.asText()));
+    for (Map.Entry<String, PendingRoom> entry : new ArrayList<>(pendingRooms.entrySet())) {
+      boolean inRoom = rooms.contains(entry.getKey());
+      boolean done = entry.getValue().type().equals("join") ? inRoom : !inRoom;
+      if (done && resumed) settleRoom(entry.getKey(), null);
+      else write(entry.getValue().frame());
     }
     if (resumed) listener.onResumed(w.path("replay").asInt(), w.path("lost").asLong());
     else if (wasResume) listener.onSessionLost(w.path("reason").asText(), w.path("lost").asLong(), sessionId);
@@ -417,7 +454,15 @@ public final class TetherClient implements AutoCloseable {
     String code = e.path("code").asText();
     String message = e.path("message").asText();
     if (e.has("cseq")) settle(e.path("cseq").asLong(), code + ": " + message);
+    if (e.has("room")) settleRoom(e.path("room").asText(), code + ": " + message);
     listener.onError(code, message);
+  }
+
+  private void settleRoom(String room, String error) {
+    PendingRoom p = pendingRooms.remove(room);
+    if (p == null) return;
+    if (error == null) p.result().complete(null);
+    else p.result().completeExceptionally(new IllegalStateException(error));
   }
 
   private void settle(long cseq, String error) {
@@ -474,7 +519,7 @@ public final class TetherClient implements AutoCloseable {
     }
     if (now - lastPingNanos >= TimeUnit.MILLISECONDS.toNanos(heartbeatInterval)) {
       lastPingNanos = now;
-      socket.sendText("{\"type\":\"ping\"}", true);
+      write("{\"type\":\"ping\"}");
     }
   }
 
@@ -486,12 +531,22 @@ public final class TetherClient implements AutoCloseable {
   private void flushAck() {
     if (state == State.CONNECTED && lastSeq > ackedSeq) {
       ackedSeq = lastSeq;
-      socket.sendText("{\"type\":\"ack\",\"seq\":" + ackedSeq + "}", true);
+      write("{\"type\":\"ack\",\"seq\":" + ackedSeq + "}");
     }
   }
 
+  /**
+   * Queues a frame on the current socket. The JDK's WebSocket allows one send at a time (a second
+   * one while the first is pending fails), so sends are chained.
+   */
+  private void write(String frame) {
+    WebSocket target = socket;
+    if (target == null) return;
+    sending = sending.exceptionally(failure -> target).thenCompose(ws -> target.sendText(frame, true));
+  }
+
   private void sendIfConnected(String frame) {
-    if (state == State.CONNECTED) socket.sendText(frame, true);
+    if (state == State.CONNECTED) write(frame);
   }
 
   private void transition(State to) {

@@ -12,7 +12,6 @@ import java.util.Optional;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.Behavior;
-import org.apache.pekko.actor.typed.Terminated;
 import org.apache.pekko.actor.typed.javadsl.ActorContext;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.javadsl.StashBuffer;
@@ -71,13 +70,19 @@ public final class Connection {
     INSTANCE
   }
 
+  /** The session actor this connection holds stopped (its node died, or it moved). */
+  private enum SessionStopped implements Command {
+    INSTANCE
+  }
+
   /** What every connection shares. */
   public record Dependencies(
       GatewaySettings settings,
       Authenticator authenticator,
       ClusterSharding sharding,
       SessionStore store,
-      TetherMetrics metrics) {}
+      TetherMetrics metrics,
+      FailedResumeLimiter failedResumes) {}
 
   static Behavior<Command> create(
       Dependencies deps, BoundedSourceQueue<Message> out, CloseSignal closeSignal, String remote) {
@@ -103,6 +108,7 @@ public final class Connection {
   private final ClusterSharding sharding;
   private final SessionStore store;
   private final TetherMetrics metrics;
+  private final FailedResumeLimiter failedResumes;
   private final BoundedSourceQueue<Message> out;
   private final CloseSignal closeSignal;
   private final String remote;
@@ -140,6 +146,7 @@ public final class Connection {
     this.sharding = deps.sharding();
     this.store = deps.store();
     this.metrics = deps.metrics();
+    this.failedResumes = deps.failedResumes();
     this.out = out;
     this.closeSignal = closeSignal;
     this.remote = remote;
@@ -199,6 +206,12 @@ public final class Connection {
   }
 
   private Behavior<Command> onResume(ClientFrame.Resume resume) {
+    if (!failedResumes.allowed(remote)) {
+      // Token guessing from this address: refused before any session is asked.
+      metrics.badFrame("rate-limited");
+      write(FrameCodec.error("rate-limited", "too many failed resumes from this address; retry later"));
+      return closingOrSame();
+    }
     String claimedUser = null;
     if (authenticator.hasCredentials(resume.user(), resume.token())) {
       Optional<String> user = authenticator.authenticate(resume.user(), resume.token());
@@ -291,6 +304,7 @@ public final class Connection {
 
   /** The resume did not continue the session: a new one is created, and the welcome says why. */
   private Behavior<Command> startOver(String reason) {
+    failedResumes.failed(remote);
     if (newSessionUser == null) {
       // hmac mode and the resume carried no token: nobody to create a session for.
       return authFailed();
@@ -303,7 +317,7 @@ public final class Connection {
     timers.cancel(SessionUnresponsive.INSTANCE);
     generation = welcome.generation();
     session = welcome.session();
-    context.watch(session);
+    context.watchWith(session, SessionStopped.INSTANCE);
     lastWrittenSeq = welcome.resumed() ? welcome.lastSeq() - welcome.replay() : welcome.lastSeq();
     String reason = welcome.resumed() ? "resumed" : newSessionReason;
     write(
@@ -337,7 +351,7 @@ public final class Connection {
         .onMessage(FromSession.class, this::onSessionAttached)
         .onMessageEquals(HeartbeatCheck.INSTANCE, this::onHeartbeatCheck)
         .onMessage(StreamEnded.class, m -> stopped())
-        .onSignal(Terminated.class, t -> close(1012, "session moved, resume to continue"))
+        .onMessageEquals(SessionStopped.INSTANCE, () -> close(1012, "session moved, resume to continue"))
         .build();
   }
 
@@ -449,12 +463,13 @@ public final class Connection {
 
   /** Writes a frame; false when the client is too slow to take it (then the socket is closing). */
   private boolean write(String json) {
+    if (closing != null) return false; // the outgoing queue is completed or failed
     QueueOfferResult result = out.offer(TextMessage.create(json));
     if (result == QueueOfferResult.enqueued()) {
       metrics.frameOut();
       return true;
     }
-    if (result == QueueOfferResult.dropped() && closing == null) {
+    if (result == QueueOfferResult.dropped()) {
       metrics.slowConsumer();
       closeSignal.set(4009, "slow consumer");
       releaseSession();

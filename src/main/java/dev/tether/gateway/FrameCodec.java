@@ -84,8 +84,8 @@ public final class FrameCodec {
   private static ClientFrame decodeResume(JsonNode node) {
     String sessionId = optionalText(node, "sessionId");
     String resumeToken = optionalText(node, "resumeToken");
-    if (sessionId == null || sessionId.isEmpty() || sessionId.length() > 64) {
-      return bad("resume: sessionId must be a non-empty string");
+    if (sessionId == null || !validSessionId(sessionId)) {
+      return bad("resume: sessionId must be 1-64 characters of A-Z a-z 0-9 _ -");
     }
     if (resumeToken == null || resumeToken.isEmpty() || resumeToken.length() > 256) {
       return bad("resume: resumeToken must be a non-empty string");
@@ -112,9 +112,9 @@ public final class FrameCodec {
     JsonNode to = node.get("to");
     Target target = to != null && to.isTextual() ? Target.parse(to.textValue()) : null;
     if (target == null) return bad("send: to must be session:<id>, user:<id> or room:<name>");
-    if (target.kind() == Target.Kind.ROOM && !validName(target.id())) {
-      return bad("send: room names are 1-128 printable characters");
-    }
+    boolean validId =
+        target.kind() == Target.Kind.SESSION ? validSessionId(target.id()) : validName(target.id());
+    if (!validId) return bad("send: the target's id or name is malformed");
     JsonNode data = node.get("data");
     if (data == null) return bad("send: data is missing");
     JsonNode echo = node.get("echo");
@@ -149,8 +149,19 @@ public final class FrameCodec {
     return v < 0 ? null : v;
   }
 
+  /** Session ids as the server makes them: 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'. */
+  public static boolean validSessionId(String id) {
+    if (id.isEmpty() || id.length() > 64) return false;
+    for (int i = 0; i < id.length(); i++) {
+      char c = id.charAt(i);
+      boolean ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+      if (!ok) return false;
+    }
+    return true;
+  }
+
   /** Room and user names: 1 to 128 characters, none of them a control character. */
-  static boolean validName(String name) {
+  public static boolean validName(String name) {
     if (name.isEmpty() || name.length() > MAX_NAME_LENGTH) return false;
     for (int i = 0; i < name.length(); i++) {
       if (Character.isISOControl(name.charAt(i))) return false;

@@ -18,7 +18,9 @@ public record GatewaySettings(
     AuthMode authMode,
     String jwtSecret,
     String apiToken,
-    Duration askTimeout) {
+    Duration askTimeout,
+    int failedResumeBurst,
+    int failedResumesPerMinute) {
 
   public enum AuthMode {
     DEV,
@@ -46,6 +48,8 @@ public record GatewaySettings(
         mode,
         secret,
         g.getString("api.token"),
-        config.getDuration("tether.session.ask-timeout"));
+        config.getDuration("tether.session.ask-timeout"),
+        g.getInt("limits.failed-resume-burst"),
+        g.getInt("limits.failed-resumes-per-minute"));
   }
 }

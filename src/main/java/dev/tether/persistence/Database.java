@@ -26,7 +26,8 @@ public final class Database implements AutoCloseable {
   private final EmbeddedPostgres embedded; // null when external
   private final HikariDataSource dataSource;
 
-  private Database(String url, String user, String password, EmbeddedPostgres embedded, int poolSize) {
+  private Database(
+      String url, String user, String password, EmbeddedPostgres embedded, int poolSize, int projectionThreads) {
     this.url = url;
     this.user = user;
     this.password = password;
@@ -35,7 +36,9 @@ public final class Database implements AutoCloseable {
     hikari.setJdbcUrl(url);
     hikari.setUsername(user);
     hikari.setPassword(password);
-    hikari.setMaximumPoolSize(Math.max(2, poolSize / 2));
+    // Half the journal's pool for Tether's own SQL (erasure, tombstones, read-model queries),
+    // plus one connection per thread of the inspection projections (they write through this pool).
+    hikari.setMaximumPoolSize(Math.max(2, poolSize / 2) + projectionThreads);
     hikari.setPoolName("tether-store");
     this.dataSource = new HikariDataSource(hikari);
   }
@@ -47,10 +50,17 @@ public final class Database implements AutoCloseable {
       EmbeddedPostgres pg = startEmbedded(settings);
       String url = pg.getJdbcUrl("postgres", "postgres");
       log.info("Embedded PostgreSQL listening on port {}", pg.getPort());
-      database = new Database(url, "postgres", "postgres", pg, settings.poolSize());
+      database =
+          new Database(url, "postgres", "postgres", pg, settings.poolSize(), settings.projectionThreads());
     } else {
       database =
-          new Database(settings.url().get(), settings.user(), settings.password(), null, settings.poolSize());
+          new Database(
+              settings.url().get(),
+              settings.user(),
+              settings.password(),
+              null,
+              settings.poolSize(),
+              settings.projectionThreads());
       log.info("Using external PostgreSQL at {}", settings.url().get());
     }
     database.migrate();
@@ -59,7 +69,7 @@ public final class Database implements AutoCloseable {
 
   /** Connects to an existing database (tests create one database per test class). */
   public static Database connect(String url, String user, String password) {
-    Database database = new Database(url, user, password, null, 4);
+    Database database = new Database(url, user, password, null, 4, 0);
     database.migrate();
     return database;
   }

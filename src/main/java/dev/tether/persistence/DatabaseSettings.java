@@ -3,14 +3,19 @@ package dev.tether.persistence;
 import com.typesafe.config.Config;
 import java.util.Optional;
 
-/** Where the journal lives: an external PostgreSQL when {@code url} is set, else an embedded one. */
+/**
+ * Where the journal lives: an external PostgreSQL when {@code url} is set, else an embedded one.
+ * {@code projectionThreads} is how many connections the inspection projections may hold at once
+ * ({@code pekko.projection.jdbc.blocking-jdbc-dispatcher}'s pool size).
+ */
 public record DatabaseSettings(
     Optional<String> url,
     String user,
     String password,
     int poolSize,
     Optional<String> embeddedDataDir,
-    int embeddedPort) {
+    int embeddedPort,
+    int projectionThreads) {
 
   public static DatabaseSettings from(Config config) {
     Config db = config.getConfig("tether.db");
@@ -20,7 +25,8 @@ public record DatabaseSettings(
         db.getString("password"),
         db.getInt("pool-size"),
         nonBlank(db.getString("embedded.data-dir")),
-        db.getInt("embedded.port"));
+        db.getInt("embedded.port"),
+        config.getInt("pekko.projection.jdbc.blocking-jdbc-dispatcher.thread-pool-executor.fixed-pool-size"));
   }
 
   public boolean embedded() {

@@ -494,10 +494,12 @@ public final class ClientProxy
         .onCommand(Open.class, this::onOpen)
         .onCommand(Resume.class, (state, cmd) -> rejectAndStop(cmd.connection(), "unknown"))
         .onCommand(Enqueue.class, (state, cmd) -> notDeliveredAndStop(cmd.replyTo(), "unknown"))
-        .onCommand(Kick.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new KickResult(false)))
-        .onCommand(GetState.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new StateReply(null)))
-        .onCommand(GetReceipt.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new Receipt("no-session")))
-        .onAnyCommand((state, cmd) -> Effect().noReply());
+        // A query for a session that does not exist started this entity: answer and go away, so
+        // that probing random ids leaves nothing running (or remembered).
+        .onCommand(Kick.class, (state, cmd) -> replyAndStop(cmd.replyTo(), new KickResult(false)))
+        .onCommand(GetState.class, (state, cmd) -> replyAndStop(cmd.replyTo(), new StateReply(null)))
+        .onCommand(GetReceipt.class, (state, cmd) -> replyAndStop(cmd.replyTo(), new Receipt("no-session")))
+        .onAnyCommand((state, cmd) -> stopUnknown());
 
     builder
         .forState(State::isLive)
@@ -877,6 +879,16 @@ public final class ClientProxy
   private ReplyEffect<Event, State> rejectAndStop(ActorRef<ToConnection> replyTo, String reason) {
     passivate();
     return Effect().reply(replyTo, new ToConnection.ResumeRejected(reason));
+  }
+
+  private <R> ReplyEffect<Event, State> replyAndStop(ActorRef<R> replyTo, R reply) {
+    passivate();
+    return Effect().reply(replyTo, reply);
+  }
+
+  private ReplyEffect<Event, State> stopUnknown() {
+    passivate();
+    return Effect().noReply();
   }
 
   private ReplyEffect<Event, State> notDeliveredAndStop(ActorRef<EnqueueResult> replyTo, String reason) {

@@ -80,8 +80,11 @@ public final class Delivery {
 
   private int countOrForget(String groupId, String sessionId, ClientProxy.EnqueueResult result) {
     if (result instanceof ClientProxy.Enqueued) return 1;
-    // The session ended, never existed, or left the room: the group's entry is stale.
-    removeMember(groupId, sessionId);
+    // The session ended or never existed: the group's entry is stale. ("not-member" is not
+    // reason enough: a join in flight is in the room's set before the session records it.)
+    if (result instanceof ClientProxy.NotDelivered notDelivered && !"not-member".equals(notDelivered.reason())) {
+      removeMember(groupId, sessionId);
+    }
     return 0;
   }
 }

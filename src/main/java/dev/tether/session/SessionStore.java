@@ -30,6 +30,13 @@ public final class SessionStore {
   /**
    * Deletes everything the journal holds for the session and leaves a tombstone, in one
    * transaction, so a crash leaves either the whole session or only its tombstone.
+   *
+   * <p>The same transaction marks the session {@code ended} in the inspection read model
+   * ({@code session_index}). That model is otherwise kept by a projection over the journal, but
+   * the events this deletes (often {@code Ended} itself, written milliseconds earlier) may never
+   * reach the projection; without this mark the listing would show the session attached or
+   * detached forever. The projection never moves an ended row back, so the order does not matter.
+   * The row is inserted if the projection has not seen the session at all.
    */
   public CompletionStage<Void> erase(String persistenceId, String sessionId, String userId, String reason) {
     return CompletableFuture.runAsync(
@@ -43,7 +50,14 @@ public final class SessionStore {
                 PreparedStatement events =
                     c.prepareStatement("DELETE FROM event_journal WHERE persistence_id = ?");
                 PreparedStatement snapshots =
-                    c.prepareStatement("DELETE FROM snapshot WHERE persistence_id = ?")) {
+                    c.prepareStatement("DELETE FROM snapshot WHERE persistence_id = ?");
+                PreparedStatement index =
+                    c.prepareStatement(
+                        "INSERT INTO session_index(session_id, user_id, state, ended_reason, created_at, updated_at) "
+                            + "VALUES (?, ?, 'ended', ?, now(), now()) "
+                            + "ON CONFLICT (session_id) DO UPDATE SET state = 'ended', "
+                            + "ended_reason = EXCLUDED.ended_reason, grace_deadline = NULL, outbox_size = 0, "
+                            + "updated_at = now()")) {
               tomb.setString(1, sessionId);
               tomb.setString(2, userId);
               tomb.setString(3, reason);
@@ -52,6 +66,10 @@ public final class SessionStore {
               events.executeUpdate();
               snapshots.setString(1, persistenceId);
               snapshots.executeUpdate();
+              index.setString(1, sessionId);
+              index.setString(2, userId);
+              index.setString(3, reason);
+              index.executeUpdate();
               c.commit();
             } catch (SQLException e) {
               c.rollback();

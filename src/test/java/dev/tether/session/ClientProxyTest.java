@@ -48,11 +48,15 @@ import java.time.Instant;
 import java.time.ZoneOffset;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Set;
+import java.util.stream.Collectors;
 import java.util.concurrent.ForkJoinPool;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.pekko.actor.testkit.typed.javadsl.ActorTestKit;
 import org.apache.pekko.actor.testkit.typed.javadsl.TestProbe;
+import org.apache.pekko.cluster.sharding.ShardRegion;
+import org.apache.pekko.cluster.sharding.typed.GetShardRegionState;
 import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
 import org.apache.pekko.cluster.sharding.typed.javadsl.EntityRef;
 import org.apache.pekko.persistence.testkit.javadsl.EventSourcedBehaviorTestKit;
@@ -62,6 +66,8 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * Every command of the session actor, one scenario per behaviour: the reply, the events and the
@@ -231,6 +237,12 @@ class ClientProxyTest {
   @Test
   void resumeOfADetachedSessionIsNotATakeover() {
     ToConnection.Welcome first = open();
+    String room = "lobby-" + sessionId;
+    join(first.generation(), room);
+    session.runCommand(
+        new SendUpstream(first.generation(), 1, new Target(Target.Kind.USER, "nobody-" + sessionId), "{}", true));
+    connection.expectMessage(new ToConnection.UpstreamConfirmed(1));
+    awaitJournalEndsWith(new UpstreamDelivered(1));
     enqueueBackend("{\"n\":1}", "{\"n\":2}");
     expectDelivered(connection, 1, 2);
     session.runCommand(new Detach(first.generation()));
@@ -242,9 +254,10 @@ class ClientProxyTest {
 
     assertEquals(List.of(new Attached(2, true, false, NOW_MS)), result.events());
     ToConnection.Welcome welcome = second.expectMessageClass(ToConnection.Welcome.class);
-    assertTrue(welcome.resumed());
-    assertEquals(2, welcome.replay());
-    assertEquals(2, welcome.lastSeq());
+    assertEquals(
+        new ToConnection.Welcome(
+            welcome.session(), sessionId, user, 2, true, 2, 2, 1, 0, GRACE.toMillis(), List.of(room)),
+        welcome);
     expectDelivered(second, 1, 2);
     connection.expectNoMessage();
     assertEquals(Status.ATTACHED, result.state().status());
@@ -889,6 +902,131 @@ class ClientProxyTest {
   }
 
   // ---------------------------------------------------------------------------------------------
+  // Recovery
+
+  @Test
+  void recoversTheSameStateFromASnapshotAndTheEventsAfterIt() {
+    session = sessionWith(new ClientProxySettings(GRACE, 100, 64 * 1024, 5, Duration.ofDays(7), Duration.ofSeconds(3)));
+    ToConnection.Welcome welcome = open();
+    long gen = welcome.generation();
+    join(gen, "lobby-" + sessionId);
+    session.<EnqueueResult>runCommand(r -> new Enqueue(new Draft("{}", "user:bob", null, "s_bob", 4), r));
+    enqueueBackend("{\"n\":2}", "{\"n\":3}", "{\"n\":4}", "{\"n\":5}", "{\"n\":6}", "{\"n\":7}", "{\"n\":8}");
+    session.runCommand(new Ack(gen, 2));
+    session.runCommand(new SendUpstream(gen, 1, new Target(Target.Kind.USER, "nobody-" + sessionId), "{}", true));
+    awaitJournalEndsWith(new UpstreamDelivered(1));
+    session.runCommand(new Detach(gen)); // the 17th event: snapshots at 5, 10, 15
+    // Events before the older of the two kept snapshots are deleted, Opened among them.
+    awaitAssert(WAIT, () -> assertFalse(journal().stream().anyMatch(e -> e instanceof Opened)));
+    assertFalse(session.snapshotTestKit().orElseThrow().persistedInStorage("ClientProxy|" + sessionId).isEmpty());
+    State before = session.getState();
+    SessionView view = before.view();
+    var outbox = new java.util.TreeMap<>(before.outbox());
+    var origins = new java.util.HashMap<>(before.origins);
+
+    State after = session.restart().state();
+
+    assertEquals(view, after.view());
+    assertEquals(outbox, after.outbox());
+    assertEquals(origins, after.origins);
+    assertEquals(TOKEN_HASH, after.tokenHash());
+    assertTrue(after.userIndexed());
+    // ... and it still behaves: a duplicate is still recognised, the next seq follows on.
+    var retry = session.<EnqueueResult>runCommand(r -> new Enqueue(new Draft("{}", "user:bob", null, "s_bob", 4), r));
+    assertEquals(new Enqueued(1, true), retry.reply());
+    assertEquals(new Enqueued(9, false), enqueueBackend("{\"n\":9}").get(0));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // GetReceipt
+
+  @Test
+  void getReceiptTellsWhatBecameOfAMessage() {
+    session = sessionWith(SMALL_OUTBOX);
+    assertEquals(new ClientProxy.Receipt("no-session"), receipt(1));
+    ToConnection.Welcome welcome = open();
+    enqueueBackend("{\"n\":1}", "{\"n\":2}");
+    expectDelivered(connection, 1, 2);
+    session.runCommand(new Ack(welcome.generation(), 1));
+    session.runCommand(new Detach(welcome.generation()));
+    // While detached: 3, 4 and 5 wait in the outbox, and push 2 out of it (three messages at most).
+    enqueueBackend("{\"n\":3}", "{\"n\":4}", "{\"n\":5}");
+    assertEquals(List.of(3L, 4L, 5L), new ArrayList<>(session.getState().outbox().keySet()));
+
+    assertEquals(new ClientProxy.Receipt("unknown"), receipt(0));
+    assertEquals(new ClientProxy.Receipt("acked"), receipt(1));
+    assertEquals(new ClientProxy.Receipt("lost"), receipt(2));
+    assertEquals(new ClientProxy.Receipt("queued"), receipt(3));
+    assertEquals(new ClientProxy.Receipt("queued"), receipt(5));
+    assertEquals(new ClientProxy.Receipt("unknown"), receipt(6));
+
+    // Replayed to a resumed connection: handed to its socket.
+    TestProbe<ToConnection> back = testKit.createTestProbe(ToConnection.class);
+    session.runCommand(new Resume(user, TOKEN_HASH, 1, back.getRef()));
+    back.expectMessageClass(ToConnection.Welcome.class);
+    expectDelivered(back, 3, 4, 5);
+    assertEquals(new ClientProxy.Receipt("written"), receipt(3));
+    assertEquals(new ClientProxy.Receipt("written"), receipt(5));
+
+    storeExecutor.hold();
+    session.runCommand(new Logout(2));
+    assertEquals(new ClientProxy.Receipt("no-session"), receipt(3));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Stray messages for sessions that do not exist. Sessions are remembered entities, which are
+  // never passivated automatically: an entity a stray message starts must go away by itself, or
+  // it runs (and is restarted after every node restart) for good.
+
+  @Test
+  void aStrayResumeLeavesNoEntityBehind() {
+    Peer live = openPeer();
+    String ghost = "s_ghost_" + counter.incrementAndGet();
+
+    sharding.entityRefFor(ClientProxy.ENTITY_TYPE_KEY, ghost).tell(new Resume(null, TOKEN_HASH, 0, connection.getRef()));
+
+    connection.expectMessage(WAIT, new ToConnection.ResumeRejected("unknown"));
+    awaitAssert(Duration.ofSeconds(3), () -> assertFalse(runningSessions().contains(ghost), "stray entity stopped"));
+    assertTrue(runningSessions().contains(live.id), "live sessions keep running");
+  }
+
+  @Test
+  void aStrayEnqueueLeavesNoEntityBehind() throws Exception {
+    String ghost = "s_ghost_" + counter.incrementAndGet();
+
+    EnqueueResult result = delivery.toSession(ghost, Draft.fromBackend("{}", null)).toCompletableFuture().get(10, TimeUnit.SECONDS);
+
+    assertEquals(new NotDelivered("unknown"), result);
+    awaitAssert(Duration.ofSeconds(3), () -> assertFalse(runningSessions().contains(ghost), "stray entity stopped"));
+  }
+
+  /** The backend API's questions about a session id it does not know (GET, DELETE, receipts). */
+  @ParameterizedTest(name = "{0}")
+  @ValueSource(strings = {"GetState", "Kick", "GetReceipt"})
+  void aQuestionAboutAnUnknownSessionLeavesNoEntityBehind(String question) throws Exception {
+    String ghost = "s_ghost_" + counter.incrementAndGet();
+    EntityRef<Command> ref = sharding.entityRefFor(ClientProxy.ENTITY_TYPE_KEY, ghost);
+
+    Object answer =
+        switch (question) {
+          case "GetState" -> ref.<StateReply>ask(GetState::new, WAIT).toCompletableFuture().get(15, TimeUnit.SECONDS);
+          case "Kick" -> ref.<KickResult>ask(Kick::new, WAIT).toCompletableFuture().get(15, TimeUnit.SECONDS);
+          default -> ref.<ClientProxy.Receipt>ask(r -> new ClientProxy.GetReceipt(1, r), WAIT)
+              .toCompletableFuture()
+              .get(15, TimeUnit.SECONDS);
+        };
+
+    assertEquals(
+        switch (question) {
+          case "GetState" -> new StateReply(null);
+          case "Kick" -> new KickResult(false);
+          default -> new ClientProxy.Receipt("no-session");
+        },
+        answer);
+    awaitAssert(Duration.ofSeconds(3), () -> assertFalse(runningSessions().contains(ghost), "stray entity stopped"));
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // Helpers
 
   private EventSourcedBehaviorTestKit<Command, Event, State> sessionWith(ClientProxySettings settings) {
@@ -914,6 +1052,12 @@ class ClientProxyTest {
     assertEquals(new ToConnection.RoomJoined(room), connection.receiveMessage(WAIT));
     awaitJournalEndsWith(new JoinedRoom(room));
     assertTrue(session.getState().rooms().contains(room));
+  }
+
+  private ClientProxy.Receipt receipt(long seq) {
+    var result = session.<ClientProxy.Receipt>runCommand(r -> new ClientProxy.GetReceipt(seq, r));
+    assertTrue(result.hasNoEvents());
+    return result.reply();
   }
 
   private List<EnqueueResult> enqueueBackend(String... bodies) {
@@ -964,6 +1108,15 @@ class ClientProxyTest {
   private static long tombstones(String sessionId, String reason) {
     return TestDatabase.count(
         dbUrl, "SELECT count(*) FROM session_tombstones WHERE session_id = ? AND reason = ?", sessionId, reason);
+  }
+
+  /** The session entities this node's shard region is running. */
+  private static Set<String> runningSessions() {
+    TestProbe<ShardRegion.CurrentShardRegionState> probe = testKit.createTestProbe();
+    sharding.shardState().tell(new GetShardRegionState(ClientProxy.ENTITY_TYPE_KEY, probe.getRef()));
+    return probe.receiveMessage(WAIT).getShards().stream()
+        .flatMap(shard -> shard.getEntityIds().stream())
+        .collect(Collectors.toSet());
   }
 
   /** Another client's session, behind sharding as in production. */

@@ -51,6 +51,7 @@ class SerializationTest {
     ActorRef<ClientProxy.EnqueueResult> enqueueReply = testKit.<ClientProxy.EnqueueResult>createTestProbe().getRef();
     ActorRef<ClientProxy.KickResult> kickReply = testKit.<ClientProxy.KickResult>createTestProbe().getRef();
     ActorRef<ClientProxy.StateReply> stateReply = testKit.<ClientProxy.StateReply>createTestProbe().getRef();
+    ActorRef<ClientProxy.Receipt> receiptReply = testKit.<ClientProxy.Receipt>createTestProbe().getRef();
     ActorRef<ClientProxy.Command> session = testKit.<ClientProxy.Command>createTestProbe().getRef();
     ActorRef<Done> done = testKit.<Done>createTestProbe().getRef();
     ActorRef<Membership.Members> members = testKit.<Membership.Members>createTestProbe().getRef();
@@ -95,6 +96,7 @@ class SerializationTest {
         new ClientProxy.Logout(3),
         new ClientProxy.Kick(kickReply),
         new ClientProxy.GetState(stateReply),
+        new ClientProxy.GetReceipt(42, receiptReply),
         // ClientProxy replies
         new ClientProxy.Enqueued(42, false),
         new ClientProxy.Enqueued(0, true),
@@ -103,6 +105,7 @@ class SerializationTest {
         new ClientProxy.StateReply(detached),
         new ClientProxy.StateReply(attached),
         new ClientProxy.StateReply(null),
+        new ClientProxy.Receipt("written"),
         detached,
         // ClientProxy events
         new ClientProxy.Opened("s_abc", "alice", ClientProxy.hashToken("r_x"), 1763764000000L),

@@ -10,7 +10,7 @@ import org.apache.pekko.persistence.testkit.javadsl.EventSourcedBehaviorTestKit;
 /**
  * The actor system the session unit tests run in: a one-node cluster (a session reaches rooms and
  * users through Cluster Sharding), the in-memory journal of the persistence testkit, and the
- * production serialization bindings.
+ * production serialization bindings and mailboxes.
  */
 final class SessionTestSystems {
   private SessionTestSystems() {}
@@ -29,9 +29,14 @@ final class SessionTestSystems {
             pekko.logging-filter = "org.apache.pekko.event.slf4j.Slf4jLoggingFilter"
             pekko.loglevel = INFO
             pekko.coordinated-shutdown.run-by-jvm-shutdown-hook = off
+            # The session state is a mutable object: a snapshot must be a serialized copy, as in
+            # the real snapshot store, not a reference to the live state.
+            pekko.persistence.testkit.snapshots.serialize = on
             """
                 .formatted(numberOfShards))
         .withFallback(ConfigFactory.parseResources("serialization.conf"))
+        // The entities' mailboxes are configured there (instrumented mailboxes).
+        .withFallback(ConfigFactory.parseResources("telemetry.conf"))
         .withFallback(EventSourcedBehaviorTestKit.config());
   }
 

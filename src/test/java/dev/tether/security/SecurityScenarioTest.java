@@ -1,0 +1,245 @@
+package dev.tether.security;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import dev.tether.TetherNode;
+import dev.tether.testkit.Api;
+import dev.tether.testkit.TestDatabase;
+import dev.tether.testkit.TestNodes;
+import dev.tether.testkit.WsClient;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.lang.management.ManagementFactory;
+import java.net.InetAddress;
+import java.net.Socket;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.Map;
+import java.util.Random;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/** Hostile clients: token guessing, garbage frames, garbage API calls, slow requests, stalled readers. */
+class SecurityScenarioTest {
+  private static TetherNode node;
+  private static Api api;
+
+  @BeforeAll
+  static void startNode() {
+    node =
+        TestNodes.start(
+            TestDatabase.newDatabase(),
+            Map.of(
+                "tether.gateway.limits.failed-resume-burst", 10_000,
+                "tether.gateway.limits.outgoing-buffer", 64,
+                "tether.gateway.limits.max-frame-bytes", 16384));
+    api = new Api(node.port());
+  }
+
+  @AfterAll
+  static void stopNode() {
+    if (node != null) node.close();
+  }
+
+  @Test
+  void failedResumesAreRateLimitedAndNeverTouchTheRealSession() {
+    // Its own node: every test here connects from 127.0.0.1, and the budget is per address.
+    try (TetherNode limited =
+            TestNodes.start(
+                TestDatabase.newDatabase(),
+                Map.of(
+                    "tether.gateway.limits.failed-resume-burst", 3,
+                    "tether.gateway.limits.failed-resumes-per-minute", 1))) {
+      failedResumesAreRateLimited(limited, new Api(limited.port()));
+    }
+  }
+
+  private static void failedResumesAreRateLimited(TetherNode node, Api api) {
+    try (WsClient owner = WsClient.connect(node.port())) {
+      JsonNode welcome = owner.hello("target");
+      String id = welcome.get("sessionId").asText();
+      JsonNode before = api.get("/api/sessions/" + id).json();
+      for (int i = 0; i < 3; i++) {
+        try (WsClient guesser = WsClient.connect(node.port())) {
+          JsonNode answer = guesser.resume(id, "r_guess" + i, 0);
+          assertEquals("invalid-token", answer.get("reason").asText());
+          assertNotEquals(id, answer.get("sessionId").asText());
+        }
+      }
+      try (WsClient guesser = WsClient.connect(node.port())) {
+        guesser.send("{\"type\":\"resume\",\"sessionId\":\"" + id + "\",\"resumeToken\":\"r_guess9\",\"lastSeq\":0}");
+        guesser.expectError("rate-limited");
+        guesser.expectNoFrame(Duration.ofMillis(300));
+      }
+      // The owner never noticed: same connection, same generation, no takeover.
+      owner.send("{\"type\":\"ping\"}");
+      owner.expect("pong");
+      JsonNode after = api.get("/api/sessions/" + id).json();
+      assertEquals(before.get("generation"), after.get("generation"));
+      assertEquals(0, after.get("takeovers").asLong());
+      assertEquals("attached", after.get("state").asText());
+    }
+  }
+
+  @Test
+  void garbageOnLiveSocketsNeverCorruptsASession() {
+    Random random = new Random(42);
+    try (WsClient victim = WsClient.connect(node.port())) {
+      JsonNode welcome = victim.hello("victim");
+      String id = welcome.get("sessionId").asText();
+      api.publishToSession(id, "{\"n\":1}");
+      victim.expect("msg");
+
+      for (int c = 0; c < 60; c++) {
+        try (WsClient attacker = WsClient.connect(node.port())) {
+          if (c % 2 == 0) attacker.hello("attacker-" + c);
+          for (int f = 0; f < 15 && !attacker.isClosed(); f++) attacker.send(garbage(random, id));
+          // Whatever it sent, the server answered with frames or closed it with a contract code.
+          if (attacker.isClosed()) {
+            int code = attacker.awaitClose();
+            assertTrue(code == 4003 || code == 4005 || code == 1000, "close code " + code);
+          }
+        } catch (Exception e) {
+          // a socket the server closed mid-send: fine
+        }
+        victim.send("{\"type\":\"ping\"}");
+        victim.expect("pong");
+      }
+      JsonNode state = api.get("/api/sessions/" + id).json();
+      assertEquals("attached", state.get("state").asText());
+      assertEquals(1, state.get("lastSeq").asLong());
+      assertEquals(0, state.get("takeovers").asLong());
+      api.publishToSession(id, "{\"n\":2}");
+      assertEquals(2, victim.expect("msg").get("seq").asLong());
+    }
+  }
+
+  private static String garbage(Random random, String knownSessionId) {
+    return switch (random.nextInt(9)) {
+      case 0 -> "{\"type\":\"resume\",\"sessionId\":\"" + knownSessionId + "\",\"resumeToken\":\"r_" + random.nextInt() + "\",\"lastSeq\":" + random.nextInt(100) + "}";
+      case 1 -> "{\"type\":\"send\",\"cseq\":" + random.nextInt(5) + ",\"to\":\"session:s_elsewhere\",\"data\":" + random.nextInt() + "}";
+      case 2 -> "{\"type\":\"ack\",\"seq\":" + (random.nextBoolean() ? "-1" : "99999999999999999999999") + "}";
+      case 3 -> "[".repeat(random.nextInt(3000));
+      case 4 -> new String(randomBytes(random, 200), StandardCharsets.ISO_8859_1);
+      case 5 -> "{\"type\":\"join\",\"room\":\"" + "r".repeat(random.nextInt(300)) + "\"}";
+      case 6 -> "{\"type\":\"bye\"}";
+      case 7 -> "{\"type\":\"hello\",\"user\":" + random.nextInt() + "}";
+      default -> "{\"type\":\"send\",\"cseq\":1,\"to\":\"room:x\",\"data\":\"" + "z".repeat(20000) + "\"}";
+    };
+  }
+
+  private static byte[] randomBytes(Random random, int n) {
+    byte[] bytes = new byte[n];
+    random.nextBytes(bytes);
+    return bytes;
+  }
+
+  @Test
+  void garbageApiCallsGetClientErrorsNeverServerErrors() {
+    Random random = new Random(7);
+    String[] paths = {
+      "/api/sessions/%s/messages", "/api/users/%s/messages", "/api/rooms/%s/messages", "/api/sessions/%s",
+      "/api/sessions/%s/messages/%s", "/api/%s", "/%s"
+    };
+    String[] bodies = {
+      "", "{", "null", "[]", "{\"data\":", "{\"data\":1}", "{\"nodata\":1}", "\u0000\u0001", "{\"data\":" + "[".repeat(5000) + "}",
+      "{\"data\":\"" + "\\ud800" + "\"}", "9".repeat(500)
+    };
+    for (int i = 0; i < 600; i++) {
+      String segment = switch (random.nextInt(4)) {
+        case 0 -> "s_" + random.nextInt(1000);
+        case 1 -> "%2e%2e";
+        case 2 -> "x".repeat(random.nextInt(300) + 1);
+        default -> "..%00";
+      };
+      String path = String.format(paths[random.nextInt(paths.length)], segment, random.nextInt());
+      long t0 = System.nanoTime();
+      int method = random.nextInt(3);
+      Api.Response r =
+          switch (method) {
+            case 0 -> api.post(path, bodies[random.nextInt(bodies.length)]);
+            case 1 -> api.get(path);
+            default -> api.delete(path);
+          };
+      long ms = (System.nanoTime() - t0) / 1_000_000;
+      if (ms > 300) System.out.println("SLOW " + ms + " ms method " + method + " " + path + " -> " + r.status());
+      assertTrue(r.status() < 500 || r.status() == 503, () -> path + " answered " + r.status() + " " + r.body());
+      // (/api/%2e%2e is /, the demo page: that one is HTML by right.)
+      if (path.startsWith("/api") && !path.contains("%2e") && r.status() != 204) {
+        assertTrue(r.body().startsWith("{"), () -> path + " gave a non-JSON answer: " + r.status() + " " + r.body().substring(0, Math.min(80, r.body().length())));
+      }
+    }
+    assertEquals(200, api.get("/health/alive").status());
+  }
+
+  @Test
+  void slowRequestsAreCutByTheIdleTimeout() throws Exception {
+    try (TetherNode strict =
+            TestNodes.start(
+                TestDatabase.newDatabase(),
+                Map.of("tether.http.idle-timeout", "2s", "tether.gateway.heartbeat.timeout", "1s"))) {
+      slowRequestIsCut(strict.port());
+    }
+  }
+
+  private static void slowRequestIsCut(int port) throws Exception {
+    try (Socket socket = new Socket(InetAddress.getLoopbackAddress(), port)) {
+      socket.setSoTimeout(10_000);
+      OutputStream out = socket.getOutputStream();
+      out.write("GET /ws HTTP/1.1\r\nHost: localhost\r\n".getBytes(StandardCharsets.US_ASCII));
+      out.flush();
+      long start = System.nanoTime();
+      InputStream in = socket.getInputStream();
+      // The server gives up on the unfinished request and closes (or answers 408) within the timeout.
+      try {
+        while (in.read() >= 0) {
+          // drain whatever it says
+        }
+      } catch (java.net.SocketException reset) {
+        // closed with a reset: cut all the same
+      }
+      long waited = Duration.ofNanos(System.nanoTime() - start).toMillis();
+      assertTrue(waited < 8000, "closed after " + waited + " ms");
+    }
+  }
+
+  @Test
+  void heapStaysBoundedWhileAClientStopsReading() throws Exception {
+    JsonNode welcome;
+    try (WsClient setup = WsClient.connect(node.port())) {
+      welcome = setup.hello("stalled");
+    }
+    String id = welcome.get("sessionId").asText();
+    String payload = "\"" + "m".repeat(16000) + "\"";
+    try (WsClient stalled = WsClient.connectWithoutReading(node.port())) {
+      stalled.read(1);
+      stalled.resume(welcome, 0);
+      long before = usedHeapAfterGc();
+      // 3000 x 16 kB = 48 MB sent to a client that reads nothing (it also stops pinging, so
+      // the heartbeat or the slow-consumer rule will close it; the session keeps a bounded outbox).
+      for (int i = 0; i < 3000; i++) {
+        Api.Response r = api.post("/api/sessions/" + id + "/messages", "{\"data\":" + payload + "}");
+        assertEquals(202, r.status());
+      }
+      long after = usedHeapAfterGc();
+      long grewMb = (after - before) / (1024 * 1024);
+      assertTrue(grewMb < 24, "heap grew by " + grewMb + " MB for 48 MB sent to a stalled reader");
+      JsonNode state = api.get("/api/sessions/" + id).json();
+      assertTrue(state.get("outbox").get("bytes").asLong() <= 1024 * 1024 + 64 * 1000, "outbox bounded by max-bytes");
+      assertFalse(state.get("lost").asLong() == 0, "overflow dropped the oldest");
+    }
+  }
+
+  private static long usedHeapAfterGc() throws InterruptedException {
+    for (int i = 0; i < 3; i++) {
+      System.gc();
+      Thread.sleep(200);
+    }
+    return ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed();
+  }
+}
