@@ -66,6 +66,7 @@ class GatewayScenarioTest {
 
       ws.send("{\"type\":\"ping\"}");
       ws.expect("pong");
+      assertTrue(ws.protocolPing(new byte[] {7, 7, 7}), "WebSocket-level ping answered with its payload");
 
       Api.Response state = api.get("/api/sessions/" + welcome.get("sessionId").asText());
       assertEquals(200, state.status());

@@ -26,6 +26,7 @@ public final class WsClient implements AutoCloseable {
   private static final ObjectMapper JSON = new ObjectMapper();
 
   private final BlockingQueue<JsonNode> frames = new LinkedBlockingQueue<>();
+  private final BlockingQueue<ByteBuffer> pongs = new LinkedBlockingQueue<>();
   private final CompletableFuture<Integer> closeCode = new CompletableFuture<>();
   private final WebSocket webSocket;
   private final boolean autoRead;
@@ -139,6 +140,17 @@ public final class WsClient implements AutoCloseable {
     return closeCode.isDone();
   }
 
+  /** Sends a WebSocket-level (protocol) ping and waits for the server's pong with the same payload. */
+  public boolean protocolPing(byte[] payload) {
+    webSocket.sendPing(ByteBuffer.wrap(payload)).join();
+    try {
+      ByteBuffer pong = pongs.poll(TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
+      return pong != null && pong.equals(ByteBuffer.wrap(payload));
+    } catch (InterruptedException e) {
+      throw new IllegalStateException(e);
+    }
+  }
+
   /** Lets a non-reading client read {@code n} more frames. */
   public void read(long n) {
     webSocket.request(n);
@@ -177,6 +189,15 @@ public final class WsClient implements AutoCloseable {
         }
         partial.setLength(0);
       }
+      if (autoRead) ws.request(1);
+      return null;
+    }
+
+    @Override
+    public CompletionStage<?> onPong(WebSocket ws, ByteBuffer message) {
+      ByteBuffer copy = ByteBuffer.allocate(message.remaining());
+      copy.put(message).flip();
+      pongs.add(copy);
       if (autoRead) ws.request(1);
       return null;
     }
