@@ -464,7 +464,8 @@ public final class Connection {
   /** Writes a frame; false when the client is too slow to take it (then the socket is closing). */
   private boolean write(String json) {
     if (closing != null) return false; // the outgoing queue is completed or failed
-    QueueOfferResult result = out.offer(TextMessage.create(json));
+    boolean overBytes = closeSignal.queued(json.length()) > settings.outgoingBufferBytes();
+    QueueOfferResult result = overBytes ? QueueOfferResult.dropped() : out.offer(TextMessage.create(json));
     if (result == QueueOfferResult.enqueued()) {
       metrics.frameOut();
       return true;

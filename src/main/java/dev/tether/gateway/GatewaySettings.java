@@ -20,7 +20,9 @@ public record GatewaySettings(
     String apiToken,
     Duration askTimeout,
     int failedResumeBurst,
-    int failedResumesPerMinute) {
+    int failedResumesPerMinute,
+    long outgoingBufferBytes,
+    boolean trustForwardedFor) {
 
   public enum AuthMode {
     DEV,
@@ -33,6 +35,10 @@ public record GatewaySettings(
     String secret = g.getString("auth.jwt-secret");
     if (mode == AuthMode.HMAC && secret.isBlank()) {
       throw new IllegalArgumentException("tether.gateway.auth.mode = hmac needs TETHER_JWT_SECRET");
+    }
+    if (mode == AuthMode.HMAC && g.getString("api.token").isBlank()) {
+      // Otherwise every /api call would answer 401 and nothing would say why.
+      throw new IllegalArgumentException("tether.gateway.auth.mode = hmac needs TETHER_API_TOKEN for the backend API");
     }
     return new GatewaySettings(
         config.getString("tether.http.host"),
@@ -50,6 +56,8 @@ public record GatewaySettings(
         g.getString("api.token"),
         config.getDuration("tether.session.ask-timeout"),
         g.getInt("limits.failed-resume-burst"),
-        g.getInt("limits.failed-resumes-per-minute"));
+        g.getInt("limits.failed-resumes-per-minute"),
+        g.getBytes("limits.outgoing-buffer-bytes"),
+        g.getBoolean("trust-forwarded-for"));
   }
 }

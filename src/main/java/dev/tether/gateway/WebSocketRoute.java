@@ -55,15 +55,40 @@ public final class WebSocketRoute extends AllDirectives {
         () ->
             get(
                 () ->
-                    extractClientIP(
-                        ip -> extractWebSocketUpgrade(upgrade -> complete(accept(upgrade, ip))))));
+                    clientAddress(
+                        address -> extractWebSocketUpgrade(upgrade -> complete(accept(upgrade, address))))));
   }
 
-  private HttpResponse accept(WebSocketUpgrade upgrade, RemoteAddress ip) {
-    Pair<BoundedSourceQueue<Message>, Source<Message, NotUsed>> outgoing =
-        Source.<Message>queue(deps.settings().outgoingBuffer()).preMaterialize(materializer);
+  /**
+   * The client's address: the TCP peer, or (only when tether.gateway.trust-forwarded-for is on)
+   * what a reverse proxy put in X-Forwarded-For / X-Real-IP.
+   */
+  private Route clientAddress(java.util.function.Function<String, Route> inner) {
+    if (deps.settings().trustForwardedFor()) {
+      return extractClientIP(ip -> inner.apply(ip.getAddress().map(a -> a.getHostAddress()).orElse("unknown")));
+    }
+    return extractRequest(
+        request ->
+            inner.apply(
+                request
+                    .getAttribute(org.apache.pekko.http.javadsl.model.AttributeKeys.remoteAddress)
+                    .flatMap(RemoteAddress::getAddress)
+                    .map(a -> a.getHostAddress())
+                    .orElse("unknown")));
+  }
+
+  private HttpResponse accept(WebSocketUpgrade upgrade, String remote) {
     CloseSignal closeSignal = new CloseSignal();
-    String remote = ip.getAddress().map(a -> a.getHostAddress()).orElse("unknown");
+    // Frames leave the queue when the socket can take them; what is still queued is counted in
+    // bytes too, so a client that stops reading holds a bounded amount of memory.
+    Pair<BoundedSourceQueue<Message>, Source<Message, NotUsed>> outgoing =
+        Source.<Message>queue(deps.settings().outgoingBuffer())
+            .map(
+                message -> {
+                  closeSignal.dequeued(message.asTextMessage().getStrictText().length());
+                  return message;
+                })
+            .preMaterialize(materializer);
     ActorRef<Connection.Command> connection =
         system.systemActorOf(
             TelemetryInterceptor.instrument(

@@ -61,7 +61,7 @@ public final class Database implements AutoCloseable {
               null,
               settings.poolSize(),
               settings.projectionThreads());
-      log.info("Using external PostgreSQL at {}", settings.url().get());
+      log.info("Using external PostgreSQL at {}", withoutQuery(settings.url().get()));
     }
     database.migrate();
     return database;
@@ -72,6 +72,12 @@ public final class Database implements AutoCloseable {
     Database database = new Database(url, user, password, null, 4, 0);
     database.migrate();
     return database;
+  }
+
+  /** The URL without its query string, where a password may hide: safe to log. */
+  private static String withoutQuery(String url) {
+    int query = url.indexOf('?');
+    return query < 0 ? url : url.substring(0, query) + "?...";
   }
 
   private static EmbeddedPostgres startEmbedded(DatabaseSettings settings) {

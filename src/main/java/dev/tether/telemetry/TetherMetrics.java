@@ -59,6 +59,8 @@ public final class TetherMetrics {
     new JvmGcMetrics().bindTo(registry);
     new JvmThreadMetrics().bindTo(registry);
     new ProcessorMetrics().bindTo(registry);
+    // Open file descriptors against the limit: every socket is one (see OPERATIONS.md).
+    new io.micrometer.core.instrument.binder.system.FileDescriptorMetrics().bindTo(registry);
     registry.gauge("tether_connections_open", openConnections);
     framesIn = Counter.builder("tether_frames_in").description("WebSocket frames received").register(registry);
     framesOut = Counter.builder("tether_frames_out").description("WebSocket frames sent").register(registry);
