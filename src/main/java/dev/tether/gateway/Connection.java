@@ -62,6 +62,13 @@ public final class Connection {
     INSTANCE
   }
 
+  /** Re-send the handshake to the session: the first may have gone to a node that just died. */
+  private enum RetryHandshake implements Command {
+    INSTANCE
+  }
+
+  private static final Duration HANDSHAKE_RETRY = Duration.ofSeconds(1);
+
   private enum HeartbeatCheck implements Command {
     INSTANCE
   }
@@ -129,6 +136,8 @@ public final class Connection {
   private String newSessionUser; // the user of the new session to create when a resume fails
   private String newSessionReason = "new";
   private long handshakeStartedNanos;
+  private ClientProxy.Command handshakeCommand; // Open or Resume, re-sent until the session answers
+  private boolean checkingTombstone;
   private long lastWrittenSeq;
   private boolean sessionReleased; // detached, ended, or taken over: nothing more to tell it
 
@@ -224,11 +233,8 @@ public final class Connection {
     sessionId = resume.sessionId();
     resumeToken = resume.resumeToken();
     mdc.set(Map.of("sessionId", sessionId));
-    sharding
-        .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
-        .tell(
-            new ClientProxy.Resume(
-                claimedUser, ClientProxy.hashToken(resume.resumeToken()), resume.lastSeq(), sessionAdapter));
+    sendHandshake(
+        new ClientProxy.Resume(claimedUser, ClientProxy.hashToken(resume.resumeToken()), resume.lastSeq(), sessionAdapter));
     return handshaking();
   }
 
@@ -243,10 +249,19 @@ public final class Connection {
     sessionId = "s_" + randomToken(15);
     resumeToken = "r_" + randomToken(32);
     mdc.set(Map.of("sessionId", sessionId));
-    sharding
-        .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
-        .tell(new ClientProxy.Open(newSessionUser, ClientProxy.hashToken(resumeToken), sessionAdapter));
+    sendHandshake(new ClientProxy.Open(newSessionUser, ClientProxy.hashToken(resumeToken), sessionAdapter));
     return handshaking();
+  }
+
+  /**
+   * Sends the handshake to the session and re-sends it every second until it answers: while a
+   * dead node's shards are being moved, a message can be lost on the way. The session answers a
+   * repeat from the connection it already holds with nothing (its welcome is on its way).
+   */
+  private void sendHandshake(ClientProxy.Command command) {
+    handshakeCommand = command;
+    sharding.entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId).tell(command);
+    timers.startTimerWithFixedDelay(RetryHandshake.INSTANCE, HANDSHAKE_RETRY, HANDSHAKE_RETRY);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -258,8 +273,16 @@ public final class Connection {
         .onMessage(TombstoneChecked.class, this::onTombstoneChecked)
         .onMessage(FrameReceived.class, this::onFrameDuringHandshake)
         .onMessageEquals(SessionUnresponsive.INSTANCE, () -> close(1011, "session unavailable"))
+        .onMessageEquals(RetryHandshake.INSTANCE, this::onRetryHandshake)
         .onMessage(StreamEnded.class, m -> stopped())
         .build();
+  }
+
+  private Behavior<Command> onRetryHandshake() {
+    if (handshakeCommand != null && !checkingTombstone) {
+      sharding.entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId).tell(handshakeCommand);
+    }
+    return Behaviors.same();
   }
 
   private Behavior<Command> onFrameDuringHandshake(FrameReceived received) {
@@ -282,13 +305,23 @@ public final class Connection {
 
   private Behavior<Command> onSessionDuringHandshake(FromSession fromSession) {
     ToConnection message = fromSession.message();
-    if (message instanceof ToConnection.Welcome welcome) return onWelcome(welcome);
-    if (message instanceof ToConnection.ResumeRejected rejected) return onResumeRejected(rejected);
+    // Answers to an earlier attempt (a re-sent handshake, or the session given up on) are ignored.
+    if (message instanceof ToConnection.Welcome welcome && welcome.sessionId().equals(sessionId)) {
+      return onWelcome(welcome);
+    }
+    if (message instanceof ToConnection.ResumeRejected rejected
+        && rejected.sessionId().equals(sessionId)
+        && !checkingTombstone) {
+      return onResumeRejected(rejected);
+    }
     return Behaviors.same();
   }
 
   private Behavior<Command> onResumeRejected(ToConnection.ResumeRejected rejected) {
+    timers.cancel(RetryHandshake.INSTANCE);
+    handshakeCommand = null;
     if (!"unknown".equals(rejected.reason())) return startOver(rejected.reason());
+    checkingTombstone = true;
     // No such session now; a tombstone tells whether it existed and how it ended.
     String forgotten = sessionId;
     context.pipeToSelf(
@@ -299,6 +332,7 @@ public final class Connection {
   }
 
   private Behavior<Command> onTombstoneChecked(TombstoneChecked checked) {
+    checkingTombstone = false;
     return startOver(checked.reason());
   }
 
@@ -315,6 +349,8 @@ public final class Connection {
 
   private Behavior<Command> onWelcome(ToConnection.Welcome welcome) {
     timers.cancel(SessionUnresponsive.INSTANCE);
+    timers.cancel(RetryHandshake.INSTANCE);
+    handshakeCommand = null;
     generation = welcome.generation();
     session = welcome.session();
     context.watchWith(session, SessionStopped.INSTANCE);

@@ -503,7 +503,7 @@ public final class ClientProxy
 
     builder
         .forState(State::isLive)
-        .onCommand(Open.class, (state, cmd) -> ignoreDuplicateOpen())
+        .onCommand(Open.class, this::onRepeatedOpen)
         .onCommand(Resume.class, this::onResume)
         .onCommand(Detach.class, this::onDetach)
         .onCommand(Enqueue.class, this::onEnqueue)
@@ -564,9 +564,22 @@ public final class ClientProxy
     if (!tokenMatches || (cmd.userId() != null && !state.userId.equals(cmd.userId()))) {
       return rejectResume(cmd.connection(), "invalid-token");
     }
+    if (cmd.connection().equals(connection)) {
+      // The connection re-sent its resume (no answer came in time): the welcome is on its way.
+      return Effect().noReply();
+    }
+    return attach(state, cmd.connection(), cmd.lastSeq(), true);
+  }
+
+  /**
+   * Attaches {@code newConnection}: persists the implicit ack of {@code lastSeq} and the new
+   * generation, then tells the connection welcome and replays everything after {@code lastSeq}.
+   */
+  private ReplyEffect<Event, State> attach(
+      State state, ActorRef<ToConnection> newConnection, long lastSeq, boolean resumed) {
     // lastSeq is what the client has fully processed: an implicit ack. A client claiming more
     // than exists is held to what exists.
-    long clientLast = Math.min(cmd.lastSeq(), state.lastSeq());
+    long clientLast = Math.min(lastSeq, state.lastSeq());
     long from = Math.max(clientLast, state.ackedSeq);
     long firstRetained = state.outbox.isEmpty() ? state.nextSeq : state.outbox.firstKey();
     long lostForClient = Math.max(0, firstRetained - 1 - from);
@@ -576,7 +589,7 @@ public final class ClientProxy
     int ackedCount = state.outbox.headMap(clientLast, true).size();
     List<Event> events = new ArrayList<>(2);
     if (clientLast > state.ackedSeq) events.add(new Acked(clientLast));
-    events.add(new Attached(state.generation + 1, true, takeover, clock.millis()));
+    events.add(new Attached(state.generation + 1, resumed, takeover, clock.millis()));
     return Effect()
         .persist(events)
         .thenRun(
@@ -587,10 +600,10 @@ public final class ClientProxy
                 metrics.takeover();
               }
               if (clientLast > state.ackedSeq) metrics.acked(ackedCount);
-              holdConnection(cmd.connection());
+              holdConnection(newConnection);
               countStatus(newState);
               List<OutboxMessage> replay = List.copyOf(newState.outbox.tailMap(from, false).values());
-              connection.tell(welcome(newState, true, from, replay.size(), lostForClient));
+              connection.tell(welcome(newState, resumed, from, replay.size(), lostForClient));
               for (OutboxMessage message : replay) connection.tell(new ToConnection.Deliver(message));
               writtenUpTo = newState.lastSeq();
             })
@@ -866,19 +879,33 @@ public final class ClientProxy
     return Effect().persist(new UserIndexed()).thenNoReply();
   }
 
-  private ReplyEffect<Event, State> ignoreDuplicateOpen() {
-    context.getLog().warn("Ignoring Open for existing session {}", sessionId);
-    return Effect().noReply();
+  /**
+   * An Open for a session that exists: the connection re-sent its handshake because no answer
+   * came (a shard was moving). From the connection that holds the session, the welcome is
+   * already on its way; otherwise (this incarnation restarted after persisting the first Open)
+   * the same token attaches it again. Anything else is not this connection's session.
+   */
+  private ReplyEffect<Event, State> onRepeatedOpen(State state, Open cmd) {
+    if (cmd.connection().equals(connection)) return Effect().noReply();
+    boolean sameClient =
+        MessageDigest.isEqual(
+                state.tokenHash.getBytes(StandardCharsets.US_ASCII), cmd.tokenHash().getBytes(StandardCharsets.US_ASCII))
+            && state.userId.equals(cmd.userId());
+    if (!sameClient) {
+      context.getLog().warn("Ignoring Open for existing session {} from another client", sessionId);
+      return Effect().noReply();
+    }
+    return attach(state, cmd.connection(), 0, false);
   }
 
   private ReplyEffect<Event, State> rejectResume(ActorRef<ToConnection> replyTo, String reason) {
-    return Effect().reply(replyTo, new ToConnection.ResumeRejected(reason));
+    return Effect().reply(replyTo, new ToConnection.ResumeRejected(sessionId, reason));
   }
 
   /** An entity with no session was started by a stray message: answer, then go away. */
   private ReplyEffect<Event, State> rejectAndStop(ActorRef<ToConnection> replyTo, String reason) {
     passivate();
-    return Effect().reply(replyTo, new ToConnection.ResumeRejected(reason));
+    return Effect().reply(replyTo, new ToConnection.ResumeRejected(sessionId, reason));
   }
 
   private <R> ReplyEffect<Event, State> replyAndStop(ActorRef<R> replyTo, R reply) {

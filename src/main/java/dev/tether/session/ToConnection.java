@@ -26,8 +26,8 @@ public sealed interface ToConnection extends CborSerializable {
       List<String> rooms)
       implements ToConnection {}
 
-  /** A resume that did not continue the session; the reason is one of the contract's. */
-  record ResumeRejected(String reason) implements ToConnection {}
+  /** A resume of {@code sessionId} that did not continue it; the reason is one of the contract's. */
+  record ResumeRejected(String sessionId, String reason) implements ToConnection {}
 
   record Deliver(OutboxMessage message) implements ToConnection {}
 

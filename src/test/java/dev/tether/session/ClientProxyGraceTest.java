@@ -168,7 +168,7 @@ class ClientProxyGraceTest {
     CommandResult<Command, Event, State> resumed =
         session.runCommand(new Resume(user, TOKEN_HASH, 0, late.getRef()));
     assertTrue(resumed.hasNoEvents());
-    assertEquals(new ToConnection.ResumeRejected("expired"), late.receiveMessage());
+    assertEquals("expired", ((ToConnection.ResumeRejected) late.receiveMessage()).reason());
     assertEquals(
         new NotDelivered("ended"),
         session.<EnqueueResult>runCommand(r -> new Enqueue(Draft.fromBackend("{}", null), r)).reply());

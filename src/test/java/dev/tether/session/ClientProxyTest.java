@@ -235,6 +235,27 @@ class ClientProxyTest {
   }
 
   @Test
+  void aHandshakeRepeatedByTheHoldingConnectionChangesNothing() {
+    open();
+    enqueueBackend("{\"n\":1}");
+    expectDelivered(connection, 1);
+    TestProbe<ToConnection> second = testKit.createTestProbe(ToConnection.class);
+    session.runCommand(new Resume(user, TOKEN_HASH, 0, second.getRef()));
+    connection.expectMessageClass(ToConnection.Kicked.class);
+    second.expectMessageClass(ToConnection.Welcome.class);
+    second.expectMessageClass(ToConnection.Deliver.class);
+
+    // The connection did not see an answer in time and re-sent its resume (and a hello's Open).
+    CommandResult<Command, Event, State> again = session.runCommand(new Resume(user, TOKEN_HASH, 0, second.getRef()));
+    assertEquals(List.of(), again.events(), "no takeover of itself");
+    CommandResult<Command, Event, State> open = session.runCommand(new ClientProxy.Open(user, TOKEN_HASH, second.getRef()));
+    assertEquals(List.of(), open.events());
+    second.expectNoMessage();
+    assertEquals(2, again.state().generation());
+    assertEquals(1, again.state().takeovers());
+  }
+
+  @Test
   void resumeOfADetachedSessionIsNotATakeover() {
     ToConnection.Welcome first = open();
     String room = "lobby-" + sessionId;
@@ -299,7 +320,7 @@ class ClientProxyTest {
         session.runCommand(new Resume(user, WRONG_HASH, 2, attacker.getRef()));
 
     assertTrue(result.hasNoEvents());
-    assertEquals(new ToConnection.ResumeRejected("invalid-token"), attacker.receiveMessage());
+    assertEquals("invalid-token", ((ToConnection.ResumeRejected) attacker.receiveMessage()).reason());
     attacker.expectNoMessage();
     assertEquals(before, result.state().view());
     assertEquals(TOKEN_HASH, result.state().tokenHash());
@@ -318,7 +339,7 @@ class ClientProxyTest {
         session.runCommand(new Resume("mallory", TOKEN_HASH, 0, other.getRef()));
 
     assertTrue(result.hasNoEvents());
-    assertEquals(new ToConnection.ResumeRejected("invalid-token"), other.receiveMessage());
+    assertEquals("invalid-token", ((ToConnection.ResumeRejected) other.receiveMessage()).reason());
     assertEquals(before, result.state().view());
     connection.expectNoMessage();
   }
@@ -329,7 +350,7 @@ class ClientProxyTest {
         session.runCommand(new Resume(user, TOKEN_HASH, 0, connection.getRef()));
 
     assertTrue(resumed.hasNoEvents());
-    assertEquals(new ToConnection.ResumeRejected("unknown"), connection.receiveMessage());
+    assertEquals("unknown", ((ToConnection.ResumeRejected) connection.receiveMessage()).reason());
     assertEquals(Status.NEW, resumed.state().status());
 
     var enqueued = session.<EnqueueResult>runCommand(r -> new Enqueue(Draft.fromBackend("{}", null), r));
@@ -803,7 +824,7 @@ class ClientProxyTest {
     // Ended: a resume learns so, nothing more is queued, nothing more can be kicked.
     TestProbe<ToConnection> back = testKit.createTestProbe(ToConnection.class);
     assertTrue(session.runCommand(new Resume(user, TOKEN_HASH, 0, back.getRef())).hasNoEvents());
-    assertEquals(new ToConnection.ResumeRejected("ended"), back.receiveMessage());
+    assertEquals("ended", ((ToConnection.ResumeRejected) back.receiveMessage()).reason());
     assertEquals(
         new NotDelivered("ended"),
         session.<EnqueueResult>runCommand(r -> new Enqueue(Draft.fromBackend("{}", null), r)).reply());
@@ -850,7 +871,7 @@ class ClientProxyTest {
 
     TestProbe<ToConnection> back = testKit.createTestProbe(ToConnection.class);
     session.runCommand(new Resume(user, TOKEN_HASH, 0, back.getRef()));
-    assertEquals(new ToConnection.ResumeRejected("ended"), back.receiveMessage());
+    assertEquals("ended", ((ToConnection.ResumeRejected) back.receiveMessage()).reason());
     awaitAssert(WAIT, () -> assertFalse(members(Membership.userId(user)).contains(sessionId)));
 
     storeExecutor.release();
@@ -985,7 +1006,7 @@ class ClientProxyTest {
 
     sharding.entityRefFor(ClientProxy.ENTITY_TYPE_KEY, ghost).tell(new Resume(null, TOKEN_HASH, 0, connection.getRef()));
 
-    connection.expectMessage(WAIT, new ToConnection.ResumeRejected("unknown"));
+    assertEquals("unknown", ((ToConnection.ResumeRejected) connection.receiveMessage(WAIT)).reason());
     awaitAssert(Duration.ofSeconds(3), () -> assertFalse(runningSessions().contains(ghost), "stray entity stopped"));
     assertTrue(runningSessions().contains(live.id), "live sessions keep running");
   }

@@ -135,7 +135,7 @@ class SerializationTest {
         // ToConnection
         new ToConnection.Welcome(session, "s_abc", "alice", 2, true, 3, 44, 17, 1, 120000, List.of("lobby")),
         new ToConnection.Welcome(session, "s_abc", "alice", 1, false, 0, 0, 0, 0, 120000, List.of()),
-        new ToConnection.ResumeRejected("invalid-token"),
+        new ToConnection.ResumeRejected("s_abc", "invalid-token"),
         new ToConnection.Deliver(roomMessage),
         new ToConnection.Kicked("taken-over"),
         new ToConnection.UpstreamConfirmed(18),
