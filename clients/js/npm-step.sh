@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 step="$1"
 if ! command -v npm >/dev/null 2>&1; then
-  if [ "$step" = "test" ]; then
+  if [ "$step" = "test" ] || [ "$step" = "browser-test" ]; then
     echo "npm not found: the JS SDK tests cannot run (install Node.js >= 20, or -Dskip.js=true)" >&2
     exit 1
   fi
@@ -18,5 +18,7 @@ case "$step" in
   install) exec npm install --no-audit --no-fund ;;
   build) exec npm run build ;;
   test) exec npm test ;;
+  # The demo page in Debian's headless Chromium (clients/browser-test; .ci/run installs chromium).
+  browser-test) cd ../browser-test && npm install --no-audit --no-fund && exec npm test ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac
