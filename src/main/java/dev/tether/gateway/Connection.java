@@ -372,7 +372,7 @@ public final class Connection {
                 welcome.graceMillis(),
                 welcome.rooms(),
                 welcome.userId())));
-    metrics.welcomed(reason, System.nanoTime() - handshakeStartedNanos, welcome.replay(), welcome.lost());
+    metrics.welcomed(reason, welcome.resumed(), System.nanoTime() - handshakeStartedNanos, welcome.replay(), welcome.lost());
     Duration tick = heartbeatTick();
     timers.startTimerWithFixedDelay(HeartbeatCheck.INSTANCE, tick, tick);
     return stash.unstashAll(attached());
@@ -441,7 +441,6 @@ public final class Connection {
       sessionReleased = true;
       write(FrameCodec.kicked(kicked.reason()));
       boolean takenOver = "taken-over".equals(kicked.reason());
-      if (!takenOver) metrics.kicked();
       return close(takenOver ? 4002 : 4004, takenOver ? "taken over" : "kicked");
     } else if (message instanceof ToConnection.LoggedOut) {
       sessionReleased = true;

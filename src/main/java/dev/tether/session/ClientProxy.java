@@ -833,7 +833,11 @@ public final class ClientProxy
   private ReplyEffect<Event, State> onKick(State state, Kick cmd) {
     return Effect()
         .persist(new Ended("kicked", clock.millis()))
-        .thenRun(newState -> afterEnd(newState, new ToConnection.Kicked("kicked")))
+        .thenRun(
+            newState -> {
+              metrics.kicked();
+              afterEnd(newState, new ToConnection.Kicked("kicked"));
+            })
         .thenReply(cmd.replyTo(), s -> new KickResult(true));
   }
 

@@ -34,6 +34,7 @@ public final class TetherMetrics {
   private final Counter slowConsumers;
   private final Counter kicks;
   private final Counter logouts;
+  private final Timer helloLatency;
   private final Timer resumeLatency;
   private final ConcurrentHashMap<String, Counter> welcomesByReason = new ConcurrentHashMap<>();
   private final ConcurrentHashMap<String, Counter> badFramesByCode = new ConcurrentHashMap<>();
@@ -78,9 +79,17 @@ public final class TetherMetrics {
         Counter.builder("tether_slow_consumer_closes").description("connections closed 4009").register(registry);
     kicks = Counter.builder("tether_kicks").description("sessions kicked by the backend").register(registry);
     logouts = Counter.builder("tether_logouts").description("sessions ended by bye").register(registry);
+    helloLatency =
+        Timer.builder("tether_handshake_latency")
+            .tag("kind", "hello")
+            .description("hello or resume received to welcome sent; kind=resume only for resumes that continued their session")
+            .publishPercentileHistogram()
+            .maximumExpectedValue(Duration.ofSeconds(10))
+            .register(registry);
     resumeLatency =
         Timer.builder("tether_handshake_latency")
-            .description("hello/resume received to welcome sent")
+            .tag("kind", "resume")
+            .description("hello or resume received to welcome sent; kind=resume only for resumes that continued their session")
             .publishPercentileHistogram()
             .maximumExpectedValue(Duration.ofSeconds(10))
             .register(registry);
@@ -234,13 +243,13 @@ public final class TetherMetrics {
   }
 
   /** A handshake completed; {@code reason} is the welcome's (resumed, new, expired, ...). */
-  public void welcomed(String reason, long nanos, int replay, long lost) {
+  public void welcomed(String reason, boolean resumed, long nanos, int replay, long lost) {
     welcomesByReason
         .computeIfAbsent(
             reason,
             r -> Counter.builder("tether_welcomes").tag("reason", r).description("welcomes by reason").register(registry))
         .increment();
-    resumeLatency.record(nanos, TimeUnit.NANOSECONDS);
+    (resumed ? resumeLatency : helloLatency).record(nanos, TimeUnit.NANOSECONDS);
     messagesReplayed.increment(replay);
     messagesLostReported.increment(lost);
   }

@@ -111,7 +111,7 @@ class ChaosSoakTest {
           proxy.refuse(false);
         }
 
-        settle(api, players);
+        settle(api, players, publishedSeqs);
         verify(api, players, publishedSeqs);
       } finally {
         for (Player p : players) if (p.client != null) p.client.close();
@@ -156,13 +156,19 @@ class ChaosSoakTest {
   private static void publishLoop(
       Api api, List<Player> players, Map<String, List<Long>> published, AtomicBoolean running, Random random) {
     int n = 0;
+    Map<Integer, Integer> statuses = new HashMap<>();
+    long slowest = 0;
     while (running.get()) {
       Player p = players.get(random.nextInt(players.size()));
       String id = p.client.sessionId();
+      long start = System.nanoTime();
       Api.Response r = api.post("/api/sessions/" + id + "/messages", "{\"data\":{\"api\":" + (n++) + "}}");
+      slowest = Math.max(slowest, (System.nanoTime() - start) / 1_000_000);
+      statuses.merge(r.status(), 1, Integer::sum);
       if (r.status() == 202) published.computeIfAbsent(id, k -> new CopyOnWriteArrayList<>()).add(r.json().get("seq").asLong());
       sleepQuietly(20);
     }
+    System.out.println("chaos soak publisher: statuses " + statuses + ", slowest " + slowest + " ms");
   }
 
   private static void chatLoop(List<Player> players, AtomicBoolean running, Random random) {
@@ -173,7 +179,8 @@ class ChaosSoakTest {
       p.client
           .send("room:" + p.room, "{\"chat\":" + p.index + ",\"n\":" + n + "}")
           .thenRun(() -> p.confirmedSends.add(n));
-      sleepQuietly(15);
+      sleepQuietly(30); // about 33 room messages/s, 330 deliveries/s: faults, not overload, are the point
+
     }
   }
 
@@ -198,18 +205,27 @@ class ChaosSoakTest {
     }
   }
 
-  /** Waits until everyone is connected, every send is settled and every stream has caught up. */
-  private static void settle(Api api, List<Player> players) throws InterruptedException {
-    long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+  /**
+   * Waits until everyone is connected, every send is settled, and every player has received what
+   * it must: each confirmed chat of its room plus each API publish to it (a confirmed send is
+   * durably accepted at once, but handed to the room's members a moment later).
+   */
+  private static void settle(Api api, List<Player> players, Map<String, List<Long>> published)
+      throws InterruptedException {
+    long deadline = System.nanoTime() + Duration.ofSeconds(90).toNanos();
     for (Player p : players) {
       while (true) {
         boolean connected = p.client.state() == TetherClient.State.CONNECTED;
         long serverLast = connected ? api.get("/api/sessions/" + p.client.sessionId()).json().path("lastSeq").asLong(-1) : -1;
-        if (connected && serverLast == p.client.lastSeq() && p.client.pendingCount() == 0) break;
+        long expected = published.getOrDefault(p.client.sessionId(), List.of()).size();
+        for (Player sender : players) if (sender.room.equals(p.room)) expected += sender.confirmedSends.size();
+        if (connected && serverLast == p.client.lastSeq() && p.client.pendingCount() == 0 && p.client.lastSeq() >= expected) {
+          break;
+        }
         if (System.nanoTime() > deadline) {
           throw new AssertionError(
               "player " + p.index + " did not settle: state " + p.client.state() + ", client lastSeq " + p.client.lastSeq()
-                  + ", server lastSeq " + serverLast + ", pending sends " + p.client.pendingCount());
+                  + ", expected " + expected + ", server lastSeq " + serverLast + ", pending sends " + p.client.pendingCount());
         }
         Thread.sleep(50);
       }
@@ -245,7 +261,15 @@ class ChaosSoakTest {
         for (Player member : players) {
           if (!member.room.equals(sender.room)) continue;
           Integer count = roomCopies.get(member.room + "/" + member.index).get(sender.index + ":" + n);
-          assertEquals(1, count == null ? 0 : count, "chat " + sender.index + ":" + n + " at member " + member.index);
+          if (count == null || count != 1) {
+            throw new AssertionError(
+                "chat " + sender.index + ":" + n + " reached member " + member.index + " " + count + " times; member "
+                    + api.get("/api/sessions/" + member.client.sessionId()).body() + "; sender "
+                    + api.get("/api/sessions/" + sender.client.sessionId()).body() + "; sender confirmed " + sender.confirmedSends
+                    + "; member errors " + member.errors + "; sender errors " + sender.errors
+                    + "; member saw from sender " + fromSender(member, sender.index)
+                    + "; duplicates at member " + duplicates(roomCopies.get(member.room + "/" + member.index)));
+          }
         }
       }
     }
@@ -254,6 +278,22 @@ class ChaosSoakTest {
     System.out.printf(
         "chaos soak: %d clients, %d s, %d confirmed sends, %d messages received, %d API publishes%n",
         CLIENTS, SECONDS, confirmed, totalReceived, published.values().stream().mapToInt(List::size).sum());
+  }
+
+  private static List<String> fromSender(Player member, int sender) {
+    List<String> seen = new ArrayList<>();
+    for (TetherClient.Message m : member.received) {
+      if (m.data().contains("\"chat\":" + sender + ",")) seen.add(m.seq() + "=" + m.data());
+    }
+    return seen;
+  }
+
+  private static Map<String, Integer> duplicates(Map<String, Integer> copies) {
+    Map<String, Integer> dup = new HashMap<>();
+    copies.forEach((k, v) -> {
+      if (v != 1) dup.put(k, v);
+    });
+    return dup;
   }
 
   private static Thread thread(String name, Runnable body) {

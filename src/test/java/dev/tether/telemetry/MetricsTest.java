@@ -69,6 +69,12 @@ class MetricsTest {
       assertEquals(4002, a.awaitClose());
       b.drop();
     }
+    // A session kicked while detached (no socket to close) is counted as a kick all the same.
+    try (WsClient c = WsClient.connect(node.port())) {
+      String kickedId = c.hello("metrics-c").get("sessionId").asText();
+      c.drop();
+      assertEquals(204, api.delete("/api/sessions/" + kickedId).status());
+    }
     // The dropped session expires after its 1 s grace.
     Thread.sleep(2500);
 
@@ -81,7 +87,9 @@ class MetricsTest {
     assertTrue(value(after, "tether_welcomes_total{reason=\"new\"}") >= 1);
     assertTrue(value(after, "tether_bad_frames_total{code=\"bad-frame\"}") >= 1);
     assertTrue(value(after, "tether_persist_latency_seconds_count") >= 5);
-    assertTrue(value(after, "tether_handshake_latency_seconds_count") >= 2);
+    assertTrue(value(after, "tether_handshake_latency_seconds_count{kind=\"hello\"}") >= 2);
+    assertTrue(value(after, "tether_handshake_latency_seconds_count{kind=\"resume\"}") >= 1, "resume latency");
+    assertTrue(value(after, "tether_kicks_total") >= 1, "a kick of a detached session counts too");
     assertTrue(value(after, "tether_outbox_messages_count") >= 5);
     assertTrue(value(after, "tether_frames_in_total") >= 4);
     assertTrue(value(after, "tether_api_publishes_total{target=\"session\"}") >= 5);
