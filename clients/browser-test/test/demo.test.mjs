@@ -111,7 +111,6 @@ async function openChat(user) {
   });
   browsers.push(context);
   const page = context.pages()[0] ?? (await context.newPage());
-  if (process.env.DEV_SDK_STUB) await context.route('**/sdk/tether.js', (r) => r.fulfill({ path: process.env.DEV_SDK_STUB, contentType: 'text/javascript' })); // DEV-ONLY
   page.on('pageerror', (e) => console.error(`[${user}] page error:`, e));
   await page.goto(`${gateway.baseUrl}/?user=${encodeURIComponent(user)}&room=${ROOM}`);
   await waitForText(page, 'state', 'CONNECTED', 15_000);
@@ -222,7 +221,7 @@ describe('demo page: sessions survive a lost connection', { timeout: 120_000 }, 
     assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`);
     gateway = await startGateway();
     const sdk = await fetch(`${gateway.baseUrl}/sdk/tether.js`);
-    if (!process.env.DEV_SDK_STUB) assert.equal(sdk.status, 200, 'the jar must serve the SDK build at /sdk/tether.js (build clients/js into it)');
+    assert.equal(sdk.status, 200, 'the jar must serve the SDK build at /sdk/tether.js (build clients/js into it)');
     [alice, bob] = await Promise.all([openChat('alice'), openChat('bob')]);
     aliceSession = await textOf(alice, 'session-id');
     assert.match(aliceSession, /^s_/);
@@ -241,6 +240,8 @@ describe('demo page: sessions survive a lost connection', { timeout: 120_000 }, 
   test('alice and bob chat in the lobby', async () => {
     assert.equal(await textOf(alice, 'user-id'), 'alice');
     assert.equal(await textOf(bob, 'user-id'), 'bob');
+    assert.equal(await byId(alice, 'login-form').isVisible(), false, 'no login form while signed in');
+    assert.equal(await textOf(alice, 'signed-in-user'), 'alice');
     await say(alice, 'hi bob, alice here');
     await waitForTexts(bob, ['hi bob, alice here'], 10_000);
     await say(bob, 'hello alice!');

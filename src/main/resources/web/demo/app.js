@@ -244,7 +244,7 @@ async function connect(user, rooms) {
   const c = new TetherClient({
     url: `${scheme}://${location.host}/ws`,
     user,
-    reconnect: { initialDelayMs: 250, maxDelayMs: 4000, multiplier: 2, maxAttempts: 1000 },
+    reconnect: { initialDelayMs: 250, maxDelayMs: 4000, multiplier: 2, maxAttempts: Infinity },
     ack: { everyMessages: 5, everyMs: 500 },
   });
   client = c;
@@ -293,7 +293,7 @@ function wire(c) {
   }));
   c.on('error', mine((e) => logEvent('error', e?.code ? `${e.code}: ${e.message}` : String(e?.message ?? e))));
   c.on('pong', mine(({ rttMs: r }) => { rttMs = r; }));
-  c.on('reconnecting', mine(({ attempt, delayMs }) => logEvent('reconnecting', `attempt ${attempt} in ${delayMs} ms`)));
+  c.on('reconnecting', mine(({ attempt, delayMs }) => logEvent('reconnecting', `attempt ${attempt} in ${Math.round(delayMs)} ms`)));
 }
 
 async function joinRoom(room) {
