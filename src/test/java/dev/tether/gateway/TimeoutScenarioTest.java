@@ -31,7 +31,7 @@ class TimeoutScenarioTest {
             Map.of(
                 "tether.gateway.handshake-timeout", "1s",
                 "tether.gateway.heartbeat.interval", "500ms",
-                "tether.gateway.heartbeat.timeout", "1500ms",
+                "tether.gateway.heartbeat.timeout", "3s",
                 "tether.session.grace", "2s"));
     api = new Api(node.port());
   }
@@ -55,15 +55,15 @@ class TimeoutScenarioTest {
     try (WsClient ws = WsClient.connect(node.port())) {
       JsonNode welcome = ws.hello("quiet");
       String id = welcome.get("sessionId").asText();
-      // A client that pings stays connected past the timeout...
-      for (int i = 0; i < 4; i++) {
+      // A client that pings stays connected past the timeout (3 s)...
+      for (int i = 0; i < 8; i++) {
         sleep(500);
         ws.send("{\"type\":\"ping\"}");
         ws.expect("pong");
       }
       assertFalse(ws.isClosed());
       // ...and one that goes silent is closed.
-      assertEquals(4008, ws.awaitClose(Duration.ofSeconds(5)));
+      assertEquals(4008, ws.awaitClose(Duration.ofSeconds(10)));
       JsonNode state = api.get("/api/sessions/" + id).json();
       assertEquals("detached", state.get("state").asText());
       assertTrue(state.get("graceDeadline").asLong() > 0);
