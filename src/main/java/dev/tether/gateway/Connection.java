@@ -527,7 +527,11 @@ public final class Connection {
     if (closing != null) return closing;
     closeSignal.set(code, reason);
     if (code != 1000 && code != 4002 && code != 4004) releaseSession();
-    out.complete();
+    try {
+      out.complete();
+    } catch (IllegalStateException alreadyEnded) {
+      // The socket's stream ended first (the client went away): nothing left to close.
+    }
     closing = closing();
     return closing;
   }
