@@ -68,30 +68,14 @@ public final class InspectionProjection {
         EventSourcedProvider.eventsByTag(system, JdbcReadJournal.Identifier(), tag);
     // Events are applied in groups (up to 200, or whatever arrived within 200 ms), one
     // transaction per group with the offset stored in it: still exactly once, at a fraction of
-    // the database round trips of one transaction per event.
+    // the database round trips of one transaction per event (and the handler applies a group's
+    // message events in bulk).
     return JdbcProjection.groupedWithin(
             ProjectionId.of(NAME, tag),
             source,
             () -> new PooledJdbcSession(dataSource),
-            () -> new GroupedHandler(new SessionIndexHandler()),
+            SessionIndexHandler::new,
             system)
         .withGroup(200, java.time.Duration.ofMillis(200));
-  }
-
-  /** Applies a group of events, in order, in the group's one transaction. */
-  private static final class GroupedHandler
-      extends org.apache.pekko.projection.jdbc.javadsl.JdbcHandler<
-          java.util.List<EventEnvelope<ClientProxy.Event>>, PooledJdbcSession> {
-    private final SessionIndexHandler single;
-
-    GroupedHandler(SessionIndexHandler single) {
-      this.single = single;
-    }
-
-    @Override
-    public void process(PooledJdbcSession session, java.util.List<EventEnvelope<ClientProxy.Event>> envelopes)
-        throws Exception {
-      for (EventEnvelope<ClientProxy.Event> envelope : envelopes) single.process(session, envelope);
-    }
   }
 }

@@ -47,13 +47,21 @@ class InspectionHandlerTest {
     if (database != null) database.close();
   }
 
-  /** Applies one event as the projection does: one transaction per envelope. */
+  /** Applies one event as a group of its own, in its own transaction. */
   private void project(String sessionId, long seqNr, long timestamp, ClientProxy.Event event) throws Exception {
+    projectGroup(List.of(envelope(sessionId, seqNr, timestamp, event)));
+  }
+
+  private EventEnvelope<ClientProxy.Event> envelope(
+      String sessionId, long seqNr, long timestamp, ClientProxy.Event event) {
+    return EventEnvelope.create(Offset.sequence(++offset), "ClientProxy|" + sessionId, seqNr, event, timestamp);
+  }
+
+  /** Applies a group of events in one transaction, as the projection does. */
+  private void projectGroup(List<EventEnvelope<ClientProxy.Event>> group) throws Exception {
     PooledJdbcSession session = new PooledJdbcSession(database.dataSource());
     try {
-      handler.process(
-          session,
-          EventEnvelope.create(Offset.sequence(++offset), "ClientProxy|" + sessionId, seqNr, event, timestamp));
+      handler.process(session, group);
       session.commit();
     } finally {
       session.close();
@@ -146,6 +154,63 @@ class InspectionHandlerTest {
     assertEquals("ended", row(id).get("state"));
     assertEquals("ended", row(id).get("ended_reason"));
     assertEquals(List.of("1:lost", "2:acked", "3:acked", "4:open"), history(id), "history outlives the session");
+  }
+
+  /**
+   * The same events of two interleaved sessions, applied one per transaction and as one group
+   * (where the message events run in bulk), leave the same rows: several acks per session in a
+   * run, an evicting message in the middle, lifecycle events between runs.
+   */
+  @Test
+  void aGroupLeavesTheSameRowsAsOneEventAtATime() throws Exception {
+    List<List<Object>> script = new ArrayList<>();
+    for (String who : List.of("a", "b")) {
+      script.add(List.of(who, T0, new ClientProxy.Opened("?", "u-" + who, "hash", T0)));
+      script.add(List.of(who, T0, new ClientProxy.Attached(1, false, false, T0)));
+    }
+    for (long seq = 1; seq <= 6; seq++) {
+      script.add(List.of("a", T0 + seq, new ClientProxy.MessageQueued(message(seq, T0 + seq), null, 0, 0)));
+      script.add(List.of("b", T0 + seq, new ClientProxy.MessageQueued(message(seq, T0 + seq), null, 0, 0)));
+      if (seq == 2) script.add(List.of("a", T0 + 20, new ClientProxy.Acked(1)));
+      if (seq == 4) script.add(List.of("a", T0 + 21, new ClientProxy.Acked(3)));
+    }
+    script.add(List.of("b", T0 + 30, new ClientProxy.MessageQueued(message(7, T0 + 30), null, 0, 2)));
+    script.add(List.of("b", T0 + 31, new ClientProxy.Acked(5)));
+    script.add(List.of("a", T0 + 32, new ClientProxy.Detached(T0 + 120_000)));
+    script.add(List.of("a", T0 + 33, new ClientProxy.MessageQueued(message(7, T0 + 33), null, 0, 0)));
+    script.add(List.of("a", T0 + 34, new ClientProxy.Attached(2, true, false, T0 + 34)));
+    script.add(List.of("a", T0 + 35, new ClientProxy.Acked(7)));
+
+    java.util.Map<String, Long> seqNrs = new java.util.HashMap<>();
+    List<EventEnvelope<ClientProxy.Event>> group = new ArrayList<>();
+    for (List<Object> step : script) {
+      String who = (String) step.get(0);
+      long ts = (Long) step.get(1);
+      ClientProxy.Event event = (ClientProxy.Event) step.get(2);
+      long seqNr = seqNrs.merge(who, 1L, Long::sum);
+      if (event instanceof ClientProxy.Opened o) {
+        project("single-" + who, seqNr, ts, new ClientProxy.Opened("single-" + who, o.userId(), "hash", o.ts()));
+        group.add(envelope("group-" + who, seqNr, ts, new ClientProxy.Opened("group-" + who, o.userId(), "hash", o.ts())));
+      } else {
+        project("single-" + who, seqNr, ts, event);
+        group.add(envelope("group-" + who, seqNr, ts, event));
+      }
+    }
+    projectGroup(group);
+
+    for (String who : List.of("a", "b")) {
+      Map<String, Object> single = row("single-" + who);
+      Map<String, Object> grouped = row("group-" + who);
+      single.remove("session_id");
+      grouped.remove("session_id");
+      assertEquals(single, grouped, "session " + who);
+      assertEquals(history("single-" + who), history("group-" + who), "history of " + who);
+    }
+    assertEquals(List.of("1:acked", "2:acked", "3:acked", "4:acked", "5:acked", "6:acked", "7:acked"), history("group-a"));
+    assertEquals(List.of("1:lost", "2:lost", "3:acked", "4:acked", "5:acked", "6:open", "7:open"), history("group-b"));
+    assertEquals(2, row("group-b").get("outbox_size"));
+    assertEquals(0, row("group-a").get("outbox_size"));
+    assertEquals(T0 + 35, row("group-a").get("updated_at"));
   }
 
   @Test
