@@ -8,6 +8,7 @@ import dev.tether.api.InspectionApi;
 import dev.tether.gateway.Authenticator;
 import dev.tether.gateway.FailedResumeLimiter;
 import dev.tether.gateway.GatewaySettings;
+import dev.tether.gateway.LiveConnections;
 import dev.tether.gateway.WebSocketRoute;
 import dev.tether.inspection.InspectionProjection;
 import dev.tether.inspection.InspectionSettings;
@@ -27,7 +28,6 @@ import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.apache.pekko.actor.Address;
 import org.apache.pekko.actor.AddressFromURIString;
@@ -114,6 +114,7 @@ public final class TetherNode implements AutoCloseable {
     ShardGauges.start(
         system, metrics, List.of(ClientProxy.ENTITY_TYPE_KEY, Membership.ENTITY_TYPE_KEY), Duration.ofSeconds(5));
 
+    LiveConnections liveConnections = new LiveConnections();
     var connectionDeps =
         new dev.tether.gateway.Connection.Dependencies(
             gatewaySettings,
@@ -121,7 +122,8 @@ public final class TetherNode implements AutoCloseable {
             ClusterSharding.get(system),
             store,
             metrics,
-            new FailedResumeLimiter(gatewaySettings.failedResumeBurst(), gatewaySettings.failedResumesPerMinute()));
+            new FailedResumeLimiter(gatewaySettings.failedResumeBurst(), gatewaySettings.failedResumesPerMinute()),
+            liveConnections);
     WebSocketRoute webSocket = new WebSocketRoute(system, connectionDeps);
     BackendApi api =
         new BackendApi(
@@ -143,14 +145,18 @@ public final class TetherNode implements AutoCloseable {
         binding.localAddress().getHostString(),
         binding.localAddress().getPort(),
         gatewaySettings.authMode().name().toLowerCase());
+    // After the port is unbound and before the shards hand off their sessions: close every
+    // socket (1012, resume to continue), so each session persists its detach while the journal
+    // is still there.
     CoordinatedShutdown.get(system)
         .addTask(
-            CoordinatedShutdown.PhaseActorSystemTerminate(),
-            "close-database",
-            () -> CompletableFuture.supplyAsync(() -> {
-              database.close();
-              return org.apache.pekko.Done.getInstance();
-            }));
+            CoordinatedShutdown.PhaseServiceStop(),
+            "close-websockets",
+            () -> liveConnections.closeAll(Duration.ofSeconds(10), system.executionContext()));
+    // The database closes once the actor system has terminated: the journal plugin and the
+    // projections hold connections until then (closing it in a shutdown phase cut their last
+    // queries off).
+    system.getWhenTerminated().whenComplete((done, failure) -> database.close());
     return new TetherNode(database, system, binding, metrics);
   }
 

@@ -12,6 +12,7 @@ import java.util.Optional;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.Behavior;
+import org.apache.pekko.actor.typed.PostStop;
 import org.apache.pekko.actor.typed.javadsl.ActorContext;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.javadsl.StashBuffer;
@@ -77,6 +78,11 @@ public final class Connection {
     INSTANCE
   }
 
+  /** This node is stopping (graceful shutdown): close with 1012 so the client resumes elsewhere. */
+  enum ServerStopping implements Command {
+    INSTANCE
+  }
+
   /** The session actor this connection holds stopped (its node died, or it moved). */
   private enum SessionStopped implements Command {
     INSTANCE
@@ -89,7 +95,8 @@ public final class Connection {
       ClusterSharding sharding,
       SessionStore store,
       TetherMetrics metrics,
-      FailedResumeLimiter failedResumes) {}
+      FailedResumeLimiter failedResumes,
+      LiveConnections live) {}
 
   static Behavior<Command> create(
       Dependencies deps, BoundedSourceQueue<Message> out, CloseSignal closeSignal, String remote) {
@@ -116,6 +123,7 @@ public final class Connection {
   private final SessionStore store;
   private final TetherMetrics metrics;
   private final FailedResumeLimiter failedResumes;
+  private final LiveConnections live;
   private final BoundedSourceQueue<Message> out;
   private final CloseSignal closeSignal;
   private final String remote;
@@ -156,6 +164,7 @@ public final class Connection {
     this.store = deps.store();
     this.metrics = deps.metrics();
     this.failedResumes = deps.failedResumes();
+    this.live = deps.live();
     this.out = out;
     this.closeSignal = closeSignal;
     this.remote = remote;
@@ -168,6 +177,7 @@ public final class Connection {
 
   private Behavior<Command> start() {
     metrics.connectionOpened();
+    live.add(context.getSelf());
     timers.startSingleTimer(HandshakeTimedOut.INSTANCE, settings.handshakeTimeout());
     return awaitingHandshake();
   }
@@ -181,6 +191,8 @@ public final class Connection {
         .onMessage(FrameReceived.class, this::onFrameBeforeHandshake)
         .onMessageEquals(HandshakeTimedOut.INSTANCE, () -> close(4001, "handshake timeout"))
         .onMessage(StreamEnded.class, m -> stopped())
+        .onMessageEquals(ServerStopping.INSTANCE, () -> close(1012, "server stopping, resume to continue"))
+        .onSignal(PostStop.class, s -> onPostStop())
         .build();
   }
 
@@ -275,6 +287,8 @@ public final class Connection {
         .onMessageEquals(SessionUnresponsive.INSTANCE, () -> close(1011, "session unavailable"))
         .onMessageEquals(RetryHandshake.INSTANCE, this::onRetryHandshake)
         .onMessage(StreamEnded.class, m -> stopped())
+        .onMessageEquals(ServerStopping.INSTANCE, () -> close(1012, "server stopping, resume to continue"))
+        .onSignal(PostStop.class, s -> onPostStop())
         .build();
   }
 
@@ -388,6 +402,8 @@ public final class Connection {
         .onMessageEquals(HeartbeatCheck.INSTANCE, this::onHeartbeatCheck)
         .onMessage(StreamEnded.class, m -> stopped())
         .onMessageEquals(SessionStopped.INSTANCE, () -> close(1012, "session moved, resume to continue"))
+        .onMessageEquals(ServerStopping.INSTANCE, () -> close(1012, "server stopping, resume to continue"))
+        .onSignal(PostStop.class, s -> onPostStop())
         .build();
   }
 
@@ -555,13 +571,21 @@ public final class Connection {
         })
         .onMessage(StreamEnded.class, m -> stopped())
         .onMessageEquals(CloseStalled.INSTANCE, this::stopped)
+        .onSignal(PostStop.class, s -> onPostStop())
         .build();
   }
 
   private Behavior<Command> stopped() {
+    live.remove(context.getSelf());
     releaseSession();
     metrics.connectionClosed();
     return Behaviors.stopped();
+  }
+
+  /** However the actor stops (also by a failure), it is no longer an open connection. */
+  private Behavior<Command> onPostStop() {
+    live.remove(context.getSelf());
+    return Behaviors.same();
   }
 
   private static String randomToken(int bytes) {

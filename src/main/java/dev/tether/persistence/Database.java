@@ -24,6 +24,7 @@ public final class Database implements AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(Database.class);
 
   private final String url;
+  private boolean closed;
   private final String user;
   private final String password;
   private final EmbeddedPostgres embedded; // null when external
@@ -144,7 +145,10 @@ public final class Database implements AutoCloseable {
   }
 
   @Override
-  public void close() {
+  public synchronized void close() {
+    // Called when the actor system has terminated and again by whoever stops the node: once.
+    if (closed) return;
+    closed = true;
     dataSource.close();
     if (embedded != null) {
       try {

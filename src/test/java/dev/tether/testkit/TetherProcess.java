@@ -223,6 +223,25 @@ public final class TetherProcess implements AutoCloseable {
     appendMarker("killed (SIGKILL) by the test");
   }
 
+  /**
+   * SIGTERM, as systemd or Kubernetes stop a service, then waits for the process to exit; returns
+   * its exit code.
+   */
+  public int terminate(Duration max) {
+    appendMarker("sent SIGTERM by the test");
+    process.destroy();
+    try {
+      if (!process.waitFor(max.toMillis(), TimeUnit.MILLISECONDS)) {
+        throw new AssertionError(name + " did not exit within " + max + " of SIGTERM\n" + logTail(40));
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IllegalStateException(e);
+    }
+    LIVE.remove(process);
+    return process.exitValue();
+  }
+
   /** The last {@code lines} lines of the log, for failure messages. */
   public String logTail(int lines) {
     try {

@@ -1,0 +1,57 @@
+package dev.tether.gateway;
+
+import java.time.Duration;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionStage;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executor;
+import org.apache.pekko.Done;
+import org.apache.pekko.actor.typed.ActorRef;
+
+/**
+ * The WebSocket connections open on this node, so that a graceful stop can close them all before
+ * the shards hand their sessions off: each session then persists that it is detached (with its
+ * grace deadline) while the journal is still there, and each client is told to resume (1012)
+ * instead of finding its socket reset when the process exits.
+ *
+ * <p>Local to one node on purpose: it is not a session registry (sharding locates sessions), only
+ * the list of sockets this process must close.
+ */
+public final class LiveConnections {
+  private final Set<ActorRef<Connection.Command>> open = ConcurrentHashMap.newKeySet();
+
+  void add(ActorRef<Connection.Command> connection) {
+    open.add(connection);
+  }
+
+  void remove(ActorRef<Connection.Command> connection) {
+    open.remove(connection);
+  }
+
+  public int size() {
+    return open.size();
+  }
+
+  /**
+   * Tells every open connection the server is stopping (it closes with 1012 and releases its
+   * session), then completes when all of them have stopped, or after {@code max}.
+   */
+  public CompletionStage<Done> closeAll(Duration max, Executor executor) {
+    for (ActorRef<Connection.Command> connection : open) connection.tell(Connection.ServerStopping.INSTANCE);
+    return CompletableFuture.supplyAsync(
+        () -> {
+          long deadline = System.nanoTime() + max.toNanos();
+          while (!open.isEmpty() && System.nanoTime() < deadline) {
+            try {
+              Thread.sleep(20);
+            } catch (InterruptedException e) {
+              Thread.currentThread().interrupt();
+              break;
+            }
+          }
+          return Done.getInstance();
+        },
+        executor);
+  }
+}
