@@ -30,22 +30,24 @@ final class CloseCodeWebSocket {
   private static final byte CLOSE_OPCODE = 0x8; // RFC 6455, section 5.5.1
   private static final FiniteDuration CLOSE_TIMEOUT = FiniteDuration.apply(3, "seconds");
 
-  private CloseCodeWebSocket() {}
+  /** pekko-http's WebSocket protocol stack: a blueprint, built once and materialized per connection. */
+  private final org.apache.pekko.stream.scaladsl.BidiFlow<FrameEvent, Message, Message, FrameEvent, NotUsed> stack;
 
-  static HttpResponse accept(
-      org.apache.pekko.http.javadsl.model.ws.WebSocketUpgrade upgrade,
-      Flow<Message, Message, NotUsed> handler,
-      CloseSignal closeSignal,
-      WebSocketSettings settings,
-      LoggingAdapter log) {
+  CloseCodeWebSocket(WebSocketSettings settings, LoggingAdapter log) {
+    this.stack = WebSocket$.MODULE$.stack(true, settings, CLOSE_TIMEOUT, log);
+  }
+
+  /** The frames of one connection: the stack around {@code handler}, close frames rewritten. */
+  Flow<FrameEvent, FrameEvent, NotUsed> frames(Flow<Message, Message, NotUsed> handler, CloseSignal closeSignal) {
+    return Flow.fromGraph(stack.join(handler.asScala()))
+        .map(frame -> withCloseCode(frame, closeSignal));
+  }
+
+  /** Answers the upgrade request; pekko-http materializes {@code frames} once the switch is done. */
+  HttpResponse accept(org.apache.pekko.http.javadsl.model.ws.WebSocketUpgrade upgrade, Flow<FrameEvent, FrameEvent, NotUsed> frames) {
     UpgradeToWebSocketLowLevel lowLevel = (UpgradeToWebSocketLowLevel) upgrade;
-    var stack = WebSocket$.MODULE$.stack(true, settings, CLOSE_TIMEOUT, log);
-    org.apache.pekko.stream.scaladsl.Flow<FrameEvent, FrameEvent, NotUsed> frames =
-        stack.join(handler.asScala());
-    org.apache.pekko.stream.scaladsl.Flow<FrameEvent, FrameEvent, NotUsed> withCloseCodes =
-        frames.via(Flow.<FrameEvent>create().map(frame -> withCloseCode(frame, closeSignal)).asScala());
     @SuppressWarnings({"unchecked", "rawtypes"})
-    Graph<FlowShape<FrameEvent, FrameEvent>, Object> graph = (Graph) withCloseCodes;
+    Graph<FlowShape<FrameEvent, FrameEvent>, Object> graph = (Graph) frames;
     return lowLevel.handleFrames(graph, Option.empty());
   }
 

@@ -19,7 +19,6 @@ import org.apache.pekko.actor.typed.javadsl.StashBuffer;
 import org.apache.pekko.actor.typed.javadsl.TimerScheduler;
 import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
 import org.apache.pekko.http.javadsl.model.ws.Message;
-import org.apache.pekko.http.javadsl.model.ws.TextMessage;
 import org.apache.pekko.stream.BoundedSourceQueue;
 import org.apache.pekko.stream.QueueOfferResult;
 
@@ -516,7 +515,7 @@ public final class Connection {
   private boolean write(String json) {
     if (closing != null) return false; // the outgoing queue is completed or failed
     boolean overBytes = closeSignal.queued(json.length()) > settings.outgoingBufferBytes();
-    QueueOfferResult result = overBytes ? QueueOfferResult.dropped() : out.offer(TextMessage.create(json));
+    QueueOfferResult result = overBytes ? QueueOfferResult.dropped() : out.offer(textFrame(json));
     if (result == QueueOfferResult.enqueued()) {
       metrics.frameOut();
       return true;
@@ -580,6 +579,14 @@ public final class Connection {
     releaseSession();
     metrics.connectionClosed();
     return Behaviors.stopped();
+  }
+
+  /**
+   * pekko-http's own (scaladsl) strict text message, which is also a javadsl {@code Message}: the
+   * socket's stream passes it to the WebSocket stack as it is, with no conversion stage.
+   */
+  private static Message textFrame(String json) {
+    return new org.apache.pekko.http.scaladsl.model.ws.TextMessage.Strict(json);
   }
 
   /** However the actor stops (also by a failure), it is no longer an open connection. */

@@ -10,7 +10,7 @@ import org.apache.pekko.actor.typed.ActorSystem;
 import dev.tether.telemetry.TelemetryInterceptor;
 import org.apache.pekko.actor.typed.MailboxSelector;
 import org.apache.pekko.event.Logging;
-import org.apache.pekko.event.LoggingAdapter;
+import org.apache.pekko.http.impl.engine.ws.FrameEvent;
 import org.apache.pekko.http.javadsl.model.HttpResponse;
 import org.apache.pekko.http.javadsl.model.RemoteAddress;
 import org.apache.pekko.http.javadsl.model.ws.Message;
@@ -19,8 +19,6 @@ import org.apache.pekko.http.javadsl.model.ws.WebSocketUpgrade;
 import org.apache.pekko.http.javadsl.server.AllDirectives;
 import org.apache.pekko.http.javadsl.server.Route;
 import org.apache.pekko.http.scaladsl.settings.WebSocketSettings;
-import org.apache.pekko.japi.Pair;
-import org.apache.pekko.stream.BoundedSourceQueue;
 import org.apache.pekko.stream.Materializer;
 import org.apache.pekko.stream.StreamLimitReachedException;
 import org.apache.pekko.stream.javadsl.Flow;
@@ -37,16 +35,16 @@ public final class WebSocketRoute extends AllDirectives {
   private final ActorSystem<?> system;
   private final Connection.Dependencies deps;
   private final Materializer materializer;
-  private final WebSocketSettings webSocketSettings;
-  private final LoggingAdapter log;
+  private final CloseCodeWebSocket webSocket;
   private final AtomicLong connectionIds = new AtomicLong();
 
   public WebSocketRoute(ActorSystem<?> system, Connection.Dependencies deps) {
     this.system = system;
     this.deps = deps;
     this.materializer = Materializer.matFromSystem(system);
-    this.webSocketSettings = org.apache.pekko.http.scaladsl.settings.ServerSettings$.MODULE$.apply(system.settings().config()).websocketSettings();
-    this.log = Logging.getLogger(system.classicSystem(), WebSocketRoute.class);
+    WebSocketSettings settings =
+        org.apache.pekko.http.scaladsl.settings.ServerSettings$.MODULE$.apply(system.settings().config()).websocketSettings();
+    this.webSocket = new CloseCodeWebSocket(settings, Logging.getLogger(system.classicSystem(), WebSocketRoute.class));
   }
 
   public Route route() {
@@ -77,28 +75,52 @@ public final class WebSocketRoute extends AllDirectives {
                     .orElse("unknown")));
   }
 
+  /**
+   * Accepts the upgrade. Everything of one connection (its actor, its queue, its stream stages)
+   * is created when pekko-http materializes the WebSocket, inside one small {@code
+   * fromMaterializer} blueprint: a blueprint built per connection out of many stages stays
+   * referenced for the connection's lifetime, and the outgoing queue, materialized inside the
+   * same stream rather than pre-materialized, needs no stream (actor) of its own. Together about
+   * a third of an idle connection's heap (docs/BENCHMARKS.md, "memory per session").
+   */
   private HttpResponse accept(WebSocketUpgrade upgrade, String remote) {
+    Flow<FrameEvent, FrameEvent, NotUsed> frames =
+        Flow.<FrameEvent, FrameEvent, NotUsed>fromMaterializer((mat, attributes) -> connectionFrames(remote))
+            .mapMaterializedValue(ignored -> NotUsed.getInstance());
+    return webSocket.accept(upgrade, frames);
+  }
+
+  /** The frame-level stream of one connection, wired to a new {@link Connection} actor. */
+  private Flow<FrameEvent, FrameEvent, NotUsed> connectionFrames(String remote) {
     CloseSignal closeSignal = new CloseSignal();
-    // Frames leave the queue when the socket can take them; what is still queued is counted in
-    // bytes too, so a client that stops reading holds a bounded amount of memory.
-    Pair<BoundedSourceQueue<Message>, Source<Message, NotUsed>> outgoing =
-        Source.<Message>queue(deps.settings().outgoingBuffer())
-            .map(
-                message -> {
-                  closeSignal.dequeued(message.asTextMessage().getStrictText().length());
-                  return message;
-                })
-            .preMaterialize(materializer);
+    DeferredQueue<Message> queue = new DeferredQueue<>();
     ActorRef<Connection.Command> connection =
         system.systemActorOf(
             TelemetryInterceptor.instrument(
-                "Connection", Connection.Command.class, Connection.create(deps, outgoing.first(), closeSignal, remote)),
+                "Connection", Connection.Command.class, Connection.create(deps, queue, closeSignal, remote)),
             "ws-" + connectionIds.incrementAndGet(),
             MailboxSelector.fromConfig("tether.telemetry.mailboxes.connection"));
 
-    Sink<Message, NotUsed> incoming =
-        Flow.<Message>create()
-            .mapAsync(1, this::decode)
+    // Frames leave the queue when the socket can take them; what is still queued is counted in
+    // bytes too, so a client that stops reading holds a bounded amount of memory. The actor
+    // queues pekko-http's TextMessage.Strict, which is the scaladsl type the stack wants.
+    Source<org.apache.pekko.http.scaladsl.model.ws.Message, NotUsed> outgoing =
+        Source.<Message>queue(deps.settings().outgoingBuffer())
+            .mapMaterializedValue(
+                materialized -> {
+                  queue.set(materialized);
+                  return NotUsed.getInstance();
+                })
+            .map(
+                message -> {
+                  closeSignal.dequeued(message.asTextMessage().getStrictText().length());
+                  return (org.apache.pekko.http.scaladsl.model.ws.Message) message;
+                });
+
+    Sink<org.apache.pekko.http.scaladsl.model.ws.Message, NotUsed> incoming =
+        Flow.<org.apache.pekko.http.scaladsl.model.ws.Message>create()
+            // scaladsl's TextMessage and BinaryMessage extend their javadsl counterparts
+            .mapAsync(1, message -> decode((Message) message))
             .to(
                 ActorSink.<ClientFrame, Connection.Command, Connection.StreamAck>actorRefWithBackpressure(
                     connection,
@@ -110,14 +132,7 @@ public final class WebSocketRoute extends AllDirectives {
 
     // Coupled: when either side ends (the client closes, or the actor completes the queue),
     // the other ends too.
-    Flow<Message, Message, NotUsed> handler = Flow.fromSinkAndSourceCoupled(incoming, outgoing.second());
-    Flow<org.apache.pekko.http.scaladsl.model.ws.Message, org.apache.pekko.http.scaladsl.model.ws.Message, NotUsed>
-        scalaHandler =
-            Flow.<org.apache.pekko.http.scaladsl.model.ws.Message>create()
-                .map(m -> (Message) m)
-                .via(handler)
-                .map(Message::asScala);
-    return CloseCodeWebSocket.accept(upgrade, scalaHandler, closeSignal, webSocketSettings, log);
+    return webSocket.frames(Flow.fromSinkAndSourceCoupled(incoming, outgoing), closeSignal);
   }
 
   /** One WebSocket message to one frame, refusing binary messages and anything over the size limit. */

@@ -483,57 +483,70 @@ public final class ClientProxy
   // ---------------------------------------------------------------------------------------------
   // Command handlers, grouped by lifecycle state
 
+  /**
+   * One plain function per lifecycle state rather than pekko's handler builder: the builder's
+   * cases and their lambdas are built for every session actor (some 40 cases, 3 KB of each live
+   * session's heap), and it matches each command against them one by one.
+   */
   @Override
   public CommandHandlerWithReply<Command, Event, State> commandHandler() {
-    var builder = newCommandHandlerWithReplyBuilder();
+    return this::onCommand;
+  }
 
-    builder
-        .forState(state -> state.status == Status.NEW)
-        .onCommand(Open.class, this::onOpen)
-        .onCommand(Resume.class, (state, cmd) -> rejectAndStop(cmd.connection(), "unknown"))
-        .onCommand(Enqueue.class, (state, cmd) -> notDeliveredAndStop(cmd.replyTo(), "unknown"))
-        // A query for a session that does not exist started this entity: answer and go away, so
-        // that probing random ids leaves nothing running (or remembered).
-        .onCommand(Kick.class, (state, cmd) -> replyAndStop(cmd.replyTo(), new KickResult(false)))
-        .onCommand(GetState.class, (state, cmd) -> replyAndStop(cmd.replyTo(), new StateReply(null)))
-        .onCommand(GetReceipt.class, (state, cmd) -> replyAndStop(cmd.replyTo(), new Receipt("no-session")))
-        .onAnyCommand((state, cmd) -> stopUnknown());
+  private ReplyEffect<Event, State> onCommand(State state, Command cmd) {
+    return switch (state.status) {
+      case NEW -> whenNew(state, cmd);
+      case ATTACHED, DETACHED -> whenLive(state, cmd);
+      case ENDED -> whenEnded(state, cmd);
+    };
+  }
 
-    builder
-        .forState(State::isLive)
-        .onCommand(Open.class, this::onRepeatedOpen)
-        .onCommand(Resume.class, this::onResume)
-        .onCommand(Detach.class, this::onDetach)
-        .onCommand(Enqueue.class, this::onEnqueue)
-        .onCommand(Ack.class, this::onAck)
-        .onCommand(SendUpstream.class, this::onSendUpstream)
-        .onCommand(Join.class, this::onJoin)
-        .onCommand(RoomMembershipDone.class, this::onRoomMembershipDone)
-        .onCommand(Leave.class, this::onLeave)
-        .onCommand(Logout.class, this::onLogout)
-        .onCommand(Kick.class, this::onKick)
-        .onCommand(GetState.class, this::onGetState)
-        .onCommand(GetReceipt.class, this::onGetReceipt)
-        .onCommand(GraceExpired.class, this::onGraceExpired)
-        .onCommand(DetachAfterRecovery.class, this::onDetachAfterRecovery)
-        .onCommand(ConnectionTerminated.class, this::onConnectionTerminated)
-        .onCommand(UserIndexDone.class, this::onUserIndexDone)
-        .onCommand(UpstreamDeliveryDone.class, this::onUpstreamDeliveryDone)
-        .onCommand(RetryPendingWork.class, this::onRetryPendingWork);
+  private ReplyEffect<Event, State> whenNew(State state, Command cmd) {
+    if (cmd instanceof Open c) return onOpen(state, c);
+    if (cmd instanceof Resume c) return rejectAndStop(c.connection(), "unknown");
+    if (cmd instanceof Enqueue c) return notDeliveredAndStop(c.replyTo(), "unknown");
+    // A query for a session that does not exist started this entity: answer and go away, so
+    // that probing random ids leaves nothing running (or remembered).
+    if (cmd instanceof Kick c) return replyAndStop(c.replyTo(), new KickResult(false));
+    if (cmd instanceof GetState c) return replyAndStop(c.replyTo(), new StateReply(null));
+    if (cmd instanceof GetReceipt c) return replyAndStop(c.replyTo(), new Receipt("no-session"));
+    return stopUnknown();
+  }
 
-    builder
-        .forState(state -> state.status == Status.ENDED)
-        .onCommand(Resume.class, (state, cmd) -> rejectResume(cmd.connection(), endedReason(state)))
-        .onCommand(Enqueue.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new NotDelivered("ended")))
-        .onCommand(Kick.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new KickResult(false)))
-        .onCommand(GetState.class, this::onGetState)
-        .onCommand(GetReceipt.class, (state, cmd) -> Effect().reply(cmd.replyTo(), new Receipt("no-session")))
-        .onCommand(UpstreamDeliveryDone.class, this::onUpstreamDeliveryDone)
-        .onCommand(RetryPendingWork.class, this::onRetryPendingWork)
-        .onCommand(EraseDone.class, this::onEraseDone)
-        .onAnyCommand((state, cmd) -> Effect().noReply());
+  private ReplyEffect<Event, State> whenLive(State state, Command cmd) {
+    // The hot ones first: a delivery, an acknowledgement.
+    if (cmd instanceof Enqueue c) return onEnqueue(state, c);
+    if (cmd instanceof Ack c) return onAck(state, c);
+    if (cmd instanceof SendUpstream c) return onSendUpstream(state, c);
+    if (cmd instanceof UpstreamDeliveryDone c) return onUpstreamDeliveryDone(state, c);
+    if (cmd instanceof Open c) return onRepeatedOpen(state, c);
+    if (cmd instanceof Resume c) return onResume(state, c);
+    if (cmd instanceof Detach c) return onDetach(state, c);
+    if (cmd instanceof Join c) return onJoin(state, c);
+    if (cmd instanceof RoomMembershipDone c) return onRoomMembershipDone(state, c);
+    if (cmd instanceof Leave c) return onLeave(state, c);
+    if (cmd instanceof Logout c) return onLogout(state, c);
+    if (cmd instanceof Kick c) return onKick(state, c);
+    if (cmd instanceof GetState c) return onGetState(state, c);
+    if (cmd instanceof GetReceipt c) return onGetReceipt(state, c);
+    if (cmd instanceof GraceExpired c) return onGraceExpired(state, c);
+    if (cmd instanceof DetachAfterRecovery c) return onDetachAfterRecovery(state, c);
+    if (cmd instanceof ConnectionTerminated c) return onConnectionTerminated(state, c);
+    if (cmd instanceof UserIndexDone c) return onUserIndexDone(state, c);
+    if (cmd instanceof RetryPendingWork c) return onRetryPendingWork(state, c);
+    return Effect().unhandled().thenNoReply();
+  }
 
-    return builder.build();
+  private ReplyEffect<Event, State> whenEnded(State state, Command cmd) {
+    if (cmd instanceof Resume c) return rejectResume(c.connection(), endedReason(state));
+    if (cmd instanceof Enqueue c) return Effect().reply(c.replyTo(), new NotDelivered("ended"));
+    if (cmd instanceof Kick c) return Effect().reply(c.replyTo(), new KickResult(false));
+    if (cmd instanceof GetState c) return onGetState(state, c);
+    if (cmd instanceof GetReceipt c) return Effect().reply(c.replyTo(), new Receipt("no-session"));
+    if (cmd instanceof UpstreamDeliveryDone c) return onUpstreamDeliveryDone(state, c);
+    if (cmd instanceof RetryPendingWork c) return onRetryPendingWork(state, c);
+    if (cmd instanceof EraseDone c) return onEraseDone(state, c);
+    return Effect().noReply();
   }
 
   private ReplyEffect<Event, State> onOpen(State state, Open cmd) {
@@ -1021,40 +1034,42 @@ public final class ClientProxy
 
   @Override
   public EventHandler<State, Event> eventHandler() {
-    return newEventHandlerBuilder()
-        .forAnyState()
-        .onEvent(Opened.class, ClientProxy::applyOpened)
-        .onEvent(Attached.class, ClientProxy::applyAttached)
-        .onEvent(Detached.class, ClientProxy::applyDetached)
-        .onEvent(UserIndexed.class, (state, e) -> {
-          state.userIndexed = true;
-          return state;
-        })
-        .onEvent(MessageQueued.class, ClientProxy::applyMessageQueued)
-        .onEvent(Acked.class, ClientProxy::applyAcked)
-        .onEvent(UpstreamAccepted.class, (state, e) -> {
-          state.clientSeq = e.cseq();
-          state.pendingUpstream.put(e.cseq(), new PendingUpstream(e.cseq(), e.target(), e.data(), e.echo(), e.ts()));
-          return state;
-        })
-        .onEvent(UpstreamRefused.class, (state, e) -> {
-          state.clientSeq = e.cseq();
-          return state;
-        })
-        .onEvent(UpstreamDelivered.class, (state, e) -> {
-          state.pendingUpstream.remove(e.cseq());
-          return state;
-        })
-        .onEvent(JoinedRoom.class, (state, e) -> {
-          state.rooms.add(e.room());
-          return state;
-        })
-        .onEvent(LeftRoom.class, (state, e) -> {
-          state.rooms.remove(e.room());
-          return state;
-        })
-        .onEvent(Ended.class, ClientProxy::applyEnded)
-        .build();
+    return ClientProxy::applyEvent; // a plain function, for the reason given at commandHandler
+  }
+
+  private static State applyEvent(State state, Event event) {
+    if (event instanceof MessageQueued e) return applyMessageQueued(state, e);
+    if (event instanceof Acked e) return applyAcked(state, e);
+    if (event instanceof Opened e) return applyOpened(state, e);
+    if (event instanceof Attached e) return applyAttached(state, e);
+    if (event instanceof Detached e) return applyDetached(state, e);
+    if (event instanceof UserIndexed) {
+      state.userIndexed = true;
+      return state;
+    }
+    if (event instanceof UpstreamAccepted e) {
+      state.clientSeq = e.cseq();
+      state.pendingUpstream.put(e.cseq(), new PendingUpstream(e.cseq(), e.target(), e.data(), e.echo(), e.ts()));
+      return state;
+    }
+    if (event instanceof UpstreamRefused e) {
+      state.clientSeq = e.cseq();
+      return state;
+    }
+    if (event instanceof UpstreamDelivered e) {
+      state.pendingUpstream.remove(e.cseq());
+      return state;
+    }
+    if (event instanceof JoinedRoom e) {
+      state.rooms.add(e.room());
+      return state;
+    }
+    if (event instanceof LeftRoom e) {
+      state.rooms.remove(e.room());
+      return state;
+    }
+    if (event instanceof Ended e) return applyEnded(state, e);
+    throw new IllegalStateException("unknown event " + event.getClass().getName());
   }
 
   private static State applyOpened(State state, Opened e) {
