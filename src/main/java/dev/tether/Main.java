@@ -22,14 +22,17 @@ public final class Main {
     boolean asked =
         CoordinatedShutdown.get(node.system())
             .getShutdownReason()
-            .map(reason -> reason == SignalReason.INSTANCE || reason instanceof CoordinatedShutdown.JvmExitReason$)
+            .map(reason -> reason instanceof SignalReason || reason instanceof CoordinatedShutdown.JvmExitReason$)
             .orElse(false);
     System.exit(asked ? 0 : 1);
   }
 
-  /** Why the node stopped: SIGTERM or SIGINT (Ctrl-C). */
-  private enum SignalReason implements CoordinatedShutdown.Reason {
-    INSTANCE
+  /** Why the node stopped: SIGTERM or SIGINT (Ctrl-C); logged as "signal SIGTERM". */
+  private record SignalReason(String signal) implements CoordinatedShutdown.Reason {
+    @Override
+    public String toString() {
+      return "signal SIG" + signal;
+    }
   }
 
   /**
@@ -42,9 +45,11 @@ public final class Main {
   private static void stopOnSignal(TetherNode node, String signal) {
     try {
       sun.misc.Signal.handle(
-          new sun.misc.Signal(signal), s -> CoordinatedShutdown.get(node.system()).runAll(SignalReason.INSTANCE));
+          new sun.misc.Signal(signal), s -> CoordinatedShutdown.get(node.system()).runAll(new SignalReason(signal)));
     } catch (IllegalArgumentException e) {
       // The platform reserves this signal (e.g. under some debuggers): the JVM's hooks still run.
+      // (A signal ignored when the JVM started, like SIGINT for a job started with `&` by a
+      // non-interactive shell, stays ignored: stop such a process with SIGTERM.)
     }
   }
 }

@@ -27,7 +27,8 @@ import org.junit.jupiter.api.Timeout;
  * SIGTERM on a gateway with live sessions and its own embedded PostgreSQL (the default run): the
  * node closes the sockets, every session persists that it is detached, and only then is the
  * database stopped. Before the fix the embedded database's own JVM shutdown hook stopped
- * PostgreSQL at once, and sessions failed to persist their detach. After a restart on the same
+ * PostgreSQL at once, and sessions failed to persist their detach. Every client is told 1012
+ * (resume to continue). After a restart on the same
  * data directory every session is detached with a grace deadline, and resumes.
  */
 @Timeout(value = 240, unit = TimeUnit.SECONDS)
@@ -63,7 +64,11 @@ class GracefulShutdownIT {
     assertEquals(0, exitCode, "a clean stop on SIGTERM exits 0\n" + first.logTail(40));
     assertEquals(List.of(), first.grepLog("Failed to persist"), "every detach was written");
     assertEquals(List.of(), first.grepLog("terminating connection due to administrator command"), "database stopped last");
-    for (RecordingClient c : clients) c.abandon();
+    for (RecordingClient c : clients) {
+      List<RecordingClient.LinkClosed> closes = c.closes();
+      assertEquals(1012, closes.isEmpty() ? -1 : closes.get(closes.size() - 1).code(), "told to resume: " + closes);
+      c.abandon();
+    }
 
     TetherProcess second = start(env);
     second.awaitReady(Duration.ofSeconds(90));
