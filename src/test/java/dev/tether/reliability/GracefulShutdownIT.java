@@ -37,16 +37,22 @@ class GracefulShutdownIT {
   private static final int CLIENTS = 100;
   private static final ExecutorService pool = Executors.newFixedThreadPool(8);
   private static final List<TetherProcess> processes = new ArrayList<>();
+  private static Path dataDir;
 
   @AfterAll
-  static void stopEverything() {
+  static void stopEverything() throws Exception {
     processes.forEach(TetherProcess::close);
     pool.shutdownNow();
+    if (dataDir != null) {
+      try (var files = Files.walk(dataDir)) {
+        files.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+      }
+    }
   }
 
   @Test
   void sigtermStopsTheDatabaseOnlyAfterEverySessionPersistedItsDetach() throws Exception {
-    Path dataDir = Files.createTempDirectory("tether-shutdown-it");
+    dataDir = Files.createTempDirectory("tether-shutdown-it");
     int httpPort = TetherProcess.freePort();
     Map<String, String> env = new LinkedHashMap<>();
     env.put("TETHER_HOST", "127.0.0.1");
