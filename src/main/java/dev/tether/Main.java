@@ -16,7 +16,7 @@ public final class Main {
     stopOnSignal(node, "TERM");
     stopOnSignal(node, "INT");
     node.system().getWhenTerminated().toCompletableFuture().join();
-    node.database().close(); // before the JVM's exit hooks run (the embedded database has one)
+    node.close(); // closes the database before the JVM's exit hooks run (the embedded one has a hook)
     // Stopped for any other reason (the split brain resolver downed this node, it was removed
     // from the cluster): exit non-zero so a supervisor (systemd, Kubernetes) restarts it.
     boolean asked =

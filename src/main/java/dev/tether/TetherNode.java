@@ -152,11 +152,7 @@ public final class TetherNode implements AutoCloseable {
         .addTask(
             CoordinatedShutdown.PhaseServiceStop(),
             "close-websockets",
-            () -> liveConnections.closeAll(Duration.ofSeconds(10), system.executionContext()));
-    // The database closes once the actor system has terminated: the journal plugin and the
-    // projections hold connections until then (closing it in a shutdown phase cut their last
-    // queries off).
-    system.getWhenTerminated().whenComplete((done, failure) -> database.close());
+            () -> liveConnections.closeAll(Duration.ofSeconds(10)));
     return new TetherNode(database, system, binding, metrics);
   }
 
@@ -202,7 +198,11 @@ public final class TetherNode implements AutoCloseable {
     return database;
   }
 
-  /** Stops the node through CoordinatedShutdown and waits for it. */
+  /**
+   * Stops the node through CoordinatedShutdown (if it is not stopped already), waits for the actor
+   * system to terminate, then closes the database: the journal plugin and the projections hold
+   * connections until the very end, so it cannot be closed in a shutdown phase.
+   */
   @Override
   public void close() {
     system.terminate();

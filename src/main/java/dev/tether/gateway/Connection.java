@@ -575,7 +575,6 @@ public final class Connection {
   }
 
   private Behavior<Command> stopped() {
-    live.remove(context.getSelf());
     releaseSession();
     metrics.connectionClosed();
     return Behaviors.stopped();

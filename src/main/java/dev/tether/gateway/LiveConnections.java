@@ -5,7 +5,7 @@ import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionStage;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.Executor;
+import java.util.concurrent.TimeUnit;
 import org.apache.pekko.Done;
 import org.apache.pekko.actor.typed.ActorRef;
 
@@ -20,38 +20,27 @@ import org.apache.pekko.actor.typed.ActorRef;
  */
 public final class LiveConnections {
   private final Set<ActorRef<Connection.Command>> open = ConcurrentHashMap.newKeySet();
+  private final CompletableFuture<Done> allClosed = new CompletableFuture<>();
+  private volatile boolean closing;
 
   void add(ActorRef<Connection.Command> connection) {
     open.add(connection);
   }
 
+  /** Called when a connection actor stops, however it stops. */
   void remove(ActorRef<Connection.Command> connection) {
     open.remove(connection);
-  }
-
-  public int size() {
-    return open.size();
+    if (closing && open.isEmpty()) allClosed.complete(Done.getInstance());
   }
 
   /**
    * Tells every open connection the server is stopping (it closes with 1012 and releases its
-   * session), then completes when all of them have stopped, or after {@code max}.
+   * session); completes when all of them have stopped, or after {@code max}.
    */
-  public CompletionStage<Done> closeAll(Duration max, Executor executor) {
+  public CompletionStage<Done> closeAll(Duration max) {
+    closing = true;
     for (ActorRef<Connection.Command> connection : open) connection.tell(Connection.ServerStopping.INSTANCE);
-    return CompletableFuture.supplyAsync(
-        () -> {
-          long deadline = System.nanoTime() + max.toNanos();
-          while (!open.isEmpty() && System.nanoTime() < deadline) {
-            try {
-              Thread.sleep(20);
-            } catch (InterruptedException e) {
-              Thread.currentThread().interrupt();
-              break;
-            }
-          }
-          return Done.getInstance();
-        },
-        executor);
+    if (open.isEmpty()) allClosed.complete(Done.getInstance());
+    return allClosed.completeOnTimeout(Done.getInstance(), max.toMillis(), TimeUnit.MILLISECONDS);
   }
 }

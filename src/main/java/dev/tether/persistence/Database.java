@@ -24,10 +24,10 @@ public final class Database implements AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(Database.class);
 
   private final String url;
-  private boolean closed;
   private final String user;
   private final String password;
   private final EmbeddedPostgres embedded; // null when external
+  private boolean closed;
   private final HikariDataSource dataSource;
 
   private Database(
