@@ -18,6 +18,7 @@ import dev.tether.persistence.DatabaseSettings;
 import dev.tether.session.ClientProxy;
 import dev.tether.session.ClientProxySettings;
 import dev.tether.session.Delivery;
+import dev.tether.session.GraceSweeper;
 import dev.tether.session.Membership;
 import dev.tether.session.SessionStore;
 import dev.tether.telemetry.ShardGauges;
@@ -111,6 +112,9 @@ public final class TetherNode implements AutoCloseable {
     scheduleTombstonePurge(system, store, sessionSettings.tombstoneRetention());
     InspectionStore inspectionStore =
         InspectionProjection.init(system, database.dataSource(), InspectionSettings.from(config));
+    // Passivated detached sessions have no timer in memory: the sweeper ends them on time.
+    GraceSweeper.init(
+        system, inspectionStore::detachedPastDeadline, GraceSweeper.Settings.from(config), metrics, Clock.systemUTC());
     ShardGauges.start(
         system, metrics, List.of(ClientProxy.ENTITY_TYPE_KEY, Membership.ENTITY_TYPE_KEY), Duration.ofSeconds(5));
 

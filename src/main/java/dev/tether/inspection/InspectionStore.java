@@ -194,6 +194,32 @@ public final class InspectionStore {
   }
 
   /**
+   * Sessions the read model shows detached with a grace deadline before {@code now}, oldest
+   * deadline first, at most {@code limit}: the ones {@link dev.tether.session.GraceSweeper} wakes.
+   */
+  public CompletionStage<List<String>> detachedPastDeadline(Instant now, int limit) {
+    return CompletableFuture.supplyAsync(
+        () -> {
+          try (Connection c = dataSource.getConnection();
+              PreparedStatement q =
+                  c.prepareStatement(
+                      "SELECT session_id FROM session_index WHERE state = 'detached' AND grace_deadline < ? "
+                          + "ORDER BY grace_deadline LIMIT ?")) {
+            q.setObject(1, OffsetDateTime.ofInstant(now, ZoneOffset.UTC));
+            q.setInt(2, limit);
+            List<String> ids = new ArrayList<>();
+            try (ResultSet rs = q.executeQuery()) {
+              while (rs.next()) ids.add(rs.getString(1));
+            }
+            return ids;
+          } catch (SQLException e) {
+            throw new IllegalStateException("Could not look for sessions past their grace deadline", e);
+          }
+        },
+        executor);
+  }
+
+  /**
    * Deletes history older than {@code historyRetention} and ended sessions not updated for
    * {@code endedRetention}. Idempotent: every node runs it.
    */

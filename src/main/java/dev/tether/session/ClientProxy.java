@@ -48,9 +48,12 @@ import org.apache.pekko.persistence.typed.javadsl.SignalHandler;
  * <p>Lifecycle: NEW → ATTACHED ⇄ DETACHED → ENDED (logout, kick, grace expiry). An ended session's
  * journal rows and snapshots are erased, leaving only a tombstone ({@link SessionStore}).
  *
- * <p>Sessions are remembered entities: if a node dies, its sessions are started again on another
- * node, recover their grace deadline from the journal, and still expire on time even if no client
- * ever comes back.
+ * <p>Sessions in memory are remembered entities: if a node dies, its sessions are started again on
+ * another node, recover their state from the journal (an attached one detaches, its socket died
+ * with the node) and expire on time even if no client ever comes back. A detached session that
+ * receives nothing for {@code passivate-detached-after} leaves memory (and the remembered set);
+ * its grace period is then enforced by {@link GraceSweeper}, which wakes it once the deadline has
+ * passed. Idle attached sessions are never passivated: they hold a live socket.
  */
 public final class ClientProxy
     extends EventSourcedBehaviorWithEnforcedReplies<ClientProxy.Command, ClientProxy.Event, ClientProxy.State> {
@@ -98,6 +101,12 @@ public final class ClientProxy
   /** A {@code bye}: end the session now, with no grace. */
   public record Logout(long generation) implements Command {}
 
+  /**
+   * Sent by {@link GraceSweeper} to a session the read model shows detached past its deadline:
+   * it may have left memory, so its own grace timer is gone. Ends it if the deadline has passed.
+   */
+  public record ExpireIfDue() implements Command {}
+
   /** The backend ends the session ({@code DELETE /api/sessions/{id}}). */
   public record Kick(ActorRef<KickResult> replyTo) implements Command {}
 
@@ -108,6 +117,11 @@ public final class ClientProxy
 
   // Internal messages: timers and the completions of asynchronous work.
   private enum GraceExpired implements Command {
+    INSTANCE
+  }
+
+  /** A detached session received nothing for {@code passivate-detached-after}. */
+  private enum PassivateIfIdle implements Command {
     INSTANCE
   }
 
@@ -383,7 +397,10 @@ public final class ClientProxy
                         TelemetryInterceptor.instrument(
                             "ClientProxy", Command.class, create(ctx.getEntityId(), deps, ctx.getShard())))
                 .withEntityProps(MailboxSelector.fromConfig("tether.telemetry.mailboxes.client-proxy"))
-                .withSettings(ClusterShardingSettings.create(system).withRememberEntities(true)));
+                // Passivation is the session's own decision (detached and idle, or over), never
+                // pekko's idle strategy: an attached session can be quiet for long and still hold a socket.
+                .withSettings(
+                    ClusterShardingSettings.create(system).withRememberEntities(true).withNoPassivationStrategy()));
   }
 
   /**
@@ -494,6 +511,7 @@ public final class ClientProxy
   }
 
   private ReplyEffect<Event, State> onCommand(State state, Command cmd) {
+    if (state.status == Status.DETACHED && cmd != PassivateIfIdle.INSTANCE) schedulePassivation();
     return switch (state.status) {
       case NEW -> whenNew(state, cmd);
       case ATTACHED, DETACHED -> whenLive(state, cmd);
@@ -530,6 +548,8 @@ public final class ClientProxy
     if (cmd instanceof GetState c) return onGetState(state, c);
     if (cmd instanceof GetReceipt c) return onGetReceipt(state, c);
     if (cmd instanceof GraceExpired c) return onGraceExpired(state, c);
+    if (cmd instanceof ExpireIfDue c) return onExpireIfDue(state, c);
+    if (cmd instanceof PassivateIfIdle c) return onPassivateIfIdle(state, c);
     if (cmd instanceof DetachAfterRecovery c) return onDetachAfterRecovery(state, c);
     if (cmd instanceof ConnectionTerminated c) return onConnectionTerminated(state, c);
     if (cmd instanceof UserIndexDone c) return onUserIndexDone(state, c);
@@ -606,6 +626,7 @@ public final class ClientProxy
         .thenRun(
             newState -> {
               timers.cancel(GraceExpired.INSTANCE);
+              timers.cancel(PassivateIfIdle.INSTANCE);
               if (previous != null) {
                 previous.tell(new ToConnection.Kicked("taken-over"));
                 metrics.takeover();
@@ -661,6 +682,7 @@ public final class ClientProxy
               releaseConnection();
               countStatus(newState);
               timers.startSingleTimer(GraceExpired.INSTANCE, settings.grace());
+              schedulePassivation();
             })
         .thenNoReply();
   }
@@ -669,6 +691,32 @@ public final class ClientProxy
     // The timer was armed for the remaining grace; no wall-clock check (ManualTime-friendly).
     if (state.status != Status.DETACHED) return Effect().noReply();
     return end("expired", null);
+  }
+
+  private ReplyEffect<Event, State> onExpireIfDue(State state, ExpireIfDue cmd) {
+    // Woken by the sweeper: this incarnation may have just been recovered (and armed its grace
+    // timer from the deadline), or it may be attached again by now.
+    if (state.status != Status.DETACHED || clock.millis() < state.graceDeadline) return Effect().noReply();
+    return end("expired", null);
+  }
+
+  /** (Re)starts the idle countdown of a detached session: any command it handles restarts it. */
+  private void schedulePassivation() {
+    timers.startSingleTimer(PassivateIfIdle.INSTANCE, settings.passivateDetachedAfter());
+  }
+
+  private ReplyEffect<Event, State> onPassivateIfIdle(State state, PassivateIfIdle cmd) {
+    if (state.status != Status.DETACHED) return Effect().noReply();
+    if (deliveringUpstream || !state.pendingUpstream.isEmpty() || !state.userIndexed) {
+      // Work in flight would answer a stopped actor (it is redone on recovery, but needlessly).
+      schedulePassivation();
+      return Effect().noReply();
+    }
+    if (shard != null) {
+      metrics.passivated();
+      passivate();
+    }
+    return Effect().noReply();
   }
 
   private ReplyEffect<Event, State> onEnqueue(State state, Enqueue cmd) {
@@ -861,6 +909,7 @@ public final class ClientProxy
 
   private void afterEnd(State state, ToConnection farewell) {
     timers.cancel(GraceExpired.INSTANCE);
+    timers.cancel(PassivateIfIdle.INSTANCE);
     countStatus(state);
     if ("expired".equals(state.endReason)) metrics.expired();
     if (connection != null && farewell != null) connection.tell(farewell);
@@ -1005,6 +1054,7 @@ public final class ClientProxy
       case DETACHED -> {
         long remaining = Math.max(0, state.graceDeadline - clock.millis());
         timers.startSingleTimer(GraceExpired.INSTANCE, Duration.ofMillis(remaining));
+        schedulePassivation();
       }
       case ATTACHED -> context.getSelf().tell(DetachAfterRecovery.INSTANCE);
       case ENDED -> eraseIfOver(state);

@@ -3,14 +3,32 @@ package dev.tether.session;
 import com.typesafe.config.Config;
 import java.time.Duration;
 
-/** The session's knobs, read once from {@code tether.session}. */
+/**
+ * The session's knobs, read once from {@code tether.session}.
+ *
+ * @param passivateDetachedAfter how long a detached session stays in memory without receiving a
+ *     command before it leaves memory (it stays durable; the next message or resume brings it
+ *     back, and {@link GraceSweeper} wakes it when its grace period is over)
+ */
 public record ClientProxySettings(
     Duration grace,
     int outboxMaxMessages,
     long outboxMaxBytes,
     int snapshotEvery,
     Duration tombstoneRetention,
-    Duration askTimeout) {
+    Duration askTimeout,
+    Duration passivateDetachedAfter) {
+
+  /** The default of 30 s for {@code passivateDetachedAfter} (unit tests). */
+  public ClientProxySettings(
+      Duration grace,
+      int outboxMaxMessages,
+      long outboxMaxBytes,
+      int snapshotEvery,
+      Duration tombstoneRetention,
+      Duration askTimeout) {
+    this(grace, outboxMaxMessages, outboxMaxBytes, snapshotEvery, tombstoneRetention, askTimeout, Duration.ofSeconds(30));
+  }
 
   public static ClientProxySettings from(Config config) {
     Config c = config.getConfig("tether.session");
@@ -20,6 +38,7 @@ public record ClientProxySettings(
         c.getBytes("outbox.max-bytes"),
         c.getInt("snapshot-every"),
         c.getDuration("tombstone-retention"),
-        c.getDuration("ask-timeout"));
+        c.getDuration("ask-timeout"),
+        c.getDuration("passivate-detached-after"));
   }
 }

@@ -45,6 +45,8 @@ public final class TetherMetrics {
   private final AtomicLong sessionsDetached = new AtomicLong();
   private final Counter takeovers;
   private final Counter expiries;
+  private final Counter passivations;
+  private final Counter sweeperWakes;
   private final Counter messagesEnqueued;
   private final Counter messagesAcked;
   private final Counter messagesEvicted;
@@ -104,6 +106,14 @@ public final class TetherMetrics {
         .register(registry);
     takeovers = Counter.builder("tether_takeovers").description("resumes that took a session from a live socket").register(registry);
     expiries = Counter.builder("tether_expiries").description("sessions ended by grace expiry").register(registry);
+    passivations =
+        Counter.builder("tether_sessions_passivated")
+            .description("detached sessions that left memory after passivate-detached-after without a command")
+            .register(registry);
+    sweeperWakes =
+        Counter.builder("tether_grace_sweeper_wakes")
+            .description("sessions woken by the grace sweeper because their grace deadline had passed")
+            .register(registry);
     messagesEnqueued = Counter.builder("tether_messages_enqueued").description("messages queued in outboxes").register(registry);
     messagesAcked = Counter.builder("tether_messages_acked").description("messages acknowledged by clients").register(registry);
     messagesEvicted =
@@ -150,6 +160,14 @@ public final class TetherMetrics {
 
   public void expired() {
     expiries.increment();
+  }
+
+  public void passivated() {
+    passivations.increment();
+  }
+
+  public void sweeperWoke(int sessions) {
+    sweeperWakes.increment(sessions);
   }
 
   public void enqueued(int outboxMessages, long outboxSizeBytes, long evicted, long persistNanos) {

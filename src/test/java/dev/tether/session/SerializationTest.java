@@ -97,6 +97,7 @@ class SerializationTest {
         new ClientProxy.Kick(kickReply),
         new ClientProxy.GetState(stateReply),
         new ClientProxy.GetReceipt(42, receiptReply),
+        new ClientProxy.ExpireIfDue(),
         // ClientProxy replies
         new ClientProxy.Enqueued(42, false),
         new ClientProxy.Enqueued(0, true),
