@@ -66,6 +66,7 @@ public final class Bench {
     d.put("quiet-wait-min", "60");
     d.put("tether-jar", "target/tether-under-test.jar");
     d.put("tether-java-opts", "");
+    d.put("nodes", "1"); // Tether only: gateway processes in one cluster, sharing node 1's embedded PostgreSQL
     d.put("node-opts", "");
     d.put("jfr", "false");
     d.put("out", "results");
@@ -111,7 +112,7 @@ public final class Bench {
         d.put("n", "20");
         d.put("missed", "100");
         d.put("idle-wait-s", "25");
-        d.put("passivate-after", "10s"); // Tether: sharding idle-entity timeout for this run
+        d.put("passivate-after", "10s"); // Tether: tether.session.passivate-detached-after for this run
         d.put("resume-concurrency", "1");
         d.put("concurrency", "32");
       }
@@ -244,10 +245,15 @@ public final class Bench {
       out.put("serverStartS", (System.nanoTime() - t0) / 1e9);
       out.put("serverCommand", srv.command);
       int n = i("n");
-      int k = i("workers") > 0 ? i("workers") : Math.max(1, (n + 14_999) / 15_000);
+      List<Integer> ports = srv.ports();
+      int nodes = ports.size();
+      // Worker w connects to node w % nodes; at most 15,000 sockets per worker process and the
+      // same number of workers per node, so each node gets an equal share.
+      int perNode = Math.max(1, (n / nodes + 14_999) / 15_000);
+      int k = i("workers") > 0 ? i("workers") : nodes * perNode;
       for (int w = 0; w < k; w++) {
         int share = n / k + (w < n % k ? 1 : 0);
-        workers.add(new WorkerProc(w, share, k, srv.port, server, runId));
+        workers.add(new WorkerProc(w, share, k, ports.get(w % nodes), server, runId));
       }
       Map<String, Object> measured = new LinkedHashMap<>();
       steps(server, srv, workers, measured);
@@ -467,6 +473,12 @@ public final class Bench {
         m.put("resume_all_p99_ms", Hist.ms(h.get("catchUp").quantile(0.99)));
         m.put("resume_all_max_ms", Hist.ms(h.get("catchUp").max()));
         m.put("duplicates", c.get("duplicates") + c.get("wireDuplicates"));
+        if (measured.get("beforeResume") instanceof JsonNode before) {
+          // Tether: how many session entities were still in memory when the resumes began (0: all passivated)
+          long inMemory = 0;
+          for (JsonNode node : before.path("nodes")) inMemory += node.path("sharding").path("ClientProxy").path("entities").asLong();
+          if (before.has("nodes")) m.put("sessions_in_memory_at_resume", inMemory);
+        }
       }
       default -> {}
     }
@@ -596,14 +608,64 @@ public final class Bench {
     Path log;
     List<String> command;
     final List<Long> helperPids = new ArrayList<>();
+    /** With --nodes N > 1 (Tether): the other N - 1 gateway processes of the cluster. */
+    final List<ServerProc> members = new ArrayList<>();
+    /** For a member: the first node, whose embedded PostgreSQL and cluster port it joins. */
+    final ServerProc first;
+    int clusterPort;
+    int dbPort;
 
     ServerProc(String kind, String runId) {
+      this(kind, runId, null);
+    }
+
+    private ServerProc(String kind, String runId, ServerProc first) {
       this.kind = kind;
       this.runId = runId;
+      this.first = first;
+    }
+
+    /** The HTTP ports of every node: the first one's, then the members'. */
+    List<Integer> ports() {
+      List<Integer> p = new ArrayList<>(List.of(port));
+      for (ServerProc m : members) p.add(m.port);
+      return p;
+    }
+
+    List<ServerProc> allNodes() {
+      List<ServerProc> all = new ArrayList<>(List.of(this));
+      all.addAll(members);
+      return all;
     }
 
     void start() throws Exception {
+      int nodes = i("nodes");
+      if (nodes > 1 && !kind.equals("tether")) {
+        throw new IllegalArgumentException("--nodes applies to Tether only: the Socket.IO baseline has no cluster without an external adapter");
+      }
+      startProcess(nodes > 1);
+      for (int m = 2; m <= nodes; m++) members.add(new ServerProc(kind, runId + "-node" + m, this));
+      // The members start together; each waits for its own readiness (it has joined the cluster).
+      List<Thread> starting = new ArrayList<>();
+      List<Exception> failures = new java.util.concurrent.CopyOnWriteArrayList<>();
+      for (ServerProc member : members) {
+        Thread t = new Thread(() -> {
+          try {
+            member.startProcess(true);
+          } catch (Exception e) {
+            failures.add(e);
+          }
+        });
+        t.start();
+        starting.add(t);
+      }
+      for (Thread t : starting) t.join();
+      if (!failures.isEmpty()) throw failures.get(0);
+    }
+
+    private void startProcess(boolean clustered) throws Exception {
       port = freePort();
+      clusterPort = freePort();
       log = logDir.resolve(runId + "-server.log");
       ProcessBuilder pb;
       String grace = opt.get("grace");
@@ -611,7 +673,7 @@ public final class Bench {
         List<String> cmd = new ArrayList<>(List.of("java"));
         for (String o : opt.get("tether-java-opts").trim().split("\\s+")) if (!o.isEmpty()) cmd.add(o);
         if (scenario.equals("resume-idle")) {
-          cmd.add("-Dpekko.cluster.sharding.passivation.default-idle-strategy.idle-entity.timeout=" + opt.get("passivate-after"));
+          cmd.add("-Dtether.session.passivate-detached-after=" + opt.get("passivate-after"));
         }
         Path jar = benchDir.resolve(opt.get("tether-jar"));
         if (!Files.exists(jar)) throw new IllegalStateException("no Tether jar at " + jar + " (bench.sh copies ../target/tether.jar there)");
@@ -621,7 +683,19 @@ public final class Bench {
         env.put("TETHER_HOST", "127.0.0.1");
         env.put("TETHER_PORT", Integer.toString(port));
         env.put("TETHER_CLUSTER_HOST", "127.0.0.1");
-        env.put("TETHER_CLUSTER_PORT", Integer.toString(freePort()));
+        env.put("TETHER_CLUSTER_PORT", Integer.toString(clusterPort));
+        if (clustered) {
+          ServerProc seed = first == null ? this : first;
+          env.put("TETHER_SEED_NODES", "pekko://tether@127.0.0.1:" + seed.clusterPort);
+          if (first == null) {
+            dbPort = freePort();
+            env.put("TETHER_EMBEDDED_DB_PORT", Integer.toString(dbPort));
+          } else {
+            env.put("TETHER_DB_URL", "jdbc:postgresql://127.0.0.1:" + first.dbPort + "/postgres");
+            env.put("TETHER_DB_USER", "postgres");
+            env.put("TETHER_DB_PASSWORD", "postgres");
+          }
+        }
         env.put("TETHER_GRACE", grace);
         env.put("TETHER_AUTH_MODE", "dev");
         // every generator socket comes from 127.0.0.1: the per-address limit on failed resumes
@@ -710,10 +784,12 @@ public final class Bench {
       return benchDir.relativize(jfr).toString();
     }
 
-    /** CPU seconds used so far by the server and by its helpers (embedded PostgreSQL). */
+    /** CPU seconds used so far by the server (every node) and by its helpers (embedded PostgreSQL). */
     Map<String, Object> cpu() {
       Map<String, Object> c = new LinkedHashMap<>();
-      c.put("serverCpuS", Machine.cpuSeconds(pid));
+      double server = 0;
+      for (ServerProc node : allNodes()) server += Machine.cpuSeconds(node.pid);
+      c.put("serverCpuS", server);
       double h = 0;
       for (long p : helpers()) h += Machine.cpuSeconds(p);
       c.put("helpersCpuS", h);
@@ -723,6 +799,25 @@ public final class Bench {
 
     /** Memory of the server (and its helper processes: embedded PostgreSQL) and the kernel's TCP memory. */
     Map<String, Object> snapshot(boolean gc) throws Exception {
+      if (members.isEmpty()) return nodeSnapshot(gc);
+      // A cluster: the sum over its nodes (the database is the first node's helper).
+      Map<String, Object> sum = new LinkedHashMap<>();
+      List<Object> perNode = new ArrayList<>();
+      for (ServerProc node : allNodes()) {
+        Map<String, Object> one = node.nodeSnapshot(gc);
+        one.remove("info");
+        perNode.add(one);
+        for (String key : List.of("rssKb", "pssKb", "childrenPssKb", "heapUsedAfterGcKb", "rssAfterGcKb")) {
+          if (one.get(key) instanceof Number v) sum.merge(key, v.longValue(), (a, b) -> ((Long) a) + ((Long) b));
+        }
+      }
+      sum.putAll(Machine.sockstat());
+      sum.put("nodes", perNode);
+      sum.put("info", info());
+      return sum;
+    }
+
+    private Map<String, Object> nodeSnapshot(boolean gc) throws Exception {
       Map<String, Object> s = new LinkedHashMap<>();
       s.put("rssKb", Machine.statusKb(pid, "VmRSS"));
       s.put("pssKb", Machine.pssKb(pid));
@@ -759,6 +854,27 @@ public final class Bench {
     }
 
     Map<String, Object> stop() {
+      // Members first (in parallel): the first node holds the embedded database.
+      List<Map<String, Object>> memberLogs = new java.util.concurrent.CopyOnWriteArrayList<>();
+      List<Thread> stopping = new ArrayList<>();
+      for (ServerProc member : members) {
+        Thread t = new Thread(() -> memberLogs.add(member.stopProcess()));
+        t.start();
+        stopping.add(t);
+      }
+      for (Thread t : stopping) {
+        try {
+          t.join();
+        } catch (InterruptedException e) {
+          Thread.currentThread().interrupt();
+        }
+      }
+      Map<String, Object> r = stopProcess();
+      if (!memberLogs.isEmpty()) r.put("members", memberLogs);
+      return r;
+    }
+
+    private Map<String, Object> stopProcess() {
       Map<String, Object> r = new LinkedHashMap<>();
       if (proc == null) return r;
       List<Long> helpers = new ArrayList<>(helperPids);
