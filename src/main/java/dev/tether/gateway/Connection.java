@@ -77,6 +77,13 @@ public final class Connection {
     INSTANCE
   }
 
+  /** The session did not answer our Detach with Released in time: stop anyway. */
+  private enum ReleaseTimeout implements Command {
+    INSTANCE
+  }
+
+  private static final Duration RELEASE_WAIT = Duration.ofSeconds(2);
+
   /** This node is stopping (graceful shutdown): close with 1012 so the client resumes elsewhere. */
   enum ServerStopping implements Command {
     INSTANCE
@@ -147,6 +154,8 @@ public final class Connection {
   private boolean checkingTombstone;
   private long lastWrittenSeq;
   private boolean sessionReleased; // detached, ended, or taken over: nothing more to tell it
+  private boolean detachSent; // this connection told the session Detach (with itself to answer)
+  private boolean sessionLetGo; // ...and the session answered Released: it no longer watches us
 
   private Connection(
       Dependencies deps,
@@ -457,6 +466,8 @@ public final class Connection {
       write(FrameCodec.kicked(kicked.reason()));
       boolean takenOver = "taken-over".equals(kicked.reason());
       return close(takenOver ? 4002 : 4004, takenOver ? "taken over" : "kicked");
+    } else if (message instanceof ToConnection.Released) {
+      sessionLetGo = true;
     } else if (message instanceof ToConnection.LoggedOut) {
       sessionReleased = true;
       write(FrameCodec.BYE);
@@ -555,7 +566,8 @@ public final class Connection {
   private void releaseSession() {
     if (session != null && !sessionReleased) {
       sessionReleased = true;
-      session.tell(new ClientProxy.Detach(generation));
+      detachSent = true;
+      session.tell(new ClientProxy.Detach(generation, sessionAdapter));
     }
   }
 
@@ -568,16 +580,38 @@ public final class Connection {
           r.ackTo().tell(StreamAck.INSTANCE);
           return Behaviors.same();
         })
+        .onMessage(FromSession.class, this::onSessionWhileClosing)
         .onMessage(StreamEnded.class, m -> stopped())
         .onMessageEquals(CloseStalled.INSTANCE, this::stopped)
         .onSignal(PostStop.class, s -> onPostStop())
         .build();
   }
 
+  private Behavior<Command> onSessionWhileClosing(FromSession fromSession) {
+    if (fromSession.message() instanceof ToConnection.Released) sessionLetGo = true;
+    return Behaviors.same(); // nothing else can reach the client any more
+  }
+
+  /**
+   * The socket is gone. A session on another node watches this actor (to detach if this node
+   * dies); stopping while it still does makes pekko flush the link to that node before telling it,
+   * one flush per stopped connection, which a mass disconnect turns into thousands of flushes
+   * timing out. So when this connection sent Detach to a remote session, it waits (at most
+   * {@link #RELEASE_WAIT}) for the session's Released, sent once it stopped watching.
+   */
   private Behavior<Command> stopped() {
     releaseSession();
     metrics.connectionClosed();
-    return Behaviors.stopped();
+    if (!detachSent || sessionLetGo || !session.path().address().hasGlobalScope()) return Behaviors.stopped();
+    timers.cancelAll();
+    timers.startSingleTimer(ReleaseTimeout.INSTANCE, RELEASE_WAIT);
+    return Behaviors.receive(Command.class)
+        .onMessage(
+            FromSession.class,
+            m -> m.message() instanceof ToConnection.Released ? Behaviors.<Command>stopped() : Behaviors.<Command>same())
+        .onMessageEquals(ReleaseTimeout.INSTANCE, Behaviors::stopped)
+        .onSignal(PostStop.class, s -> onPostStop())
+        .build();
   }
 
   /**

@@ -81,8 +81,16 @@ public final class ClientProxy
   public record Resume(String userId, String tokenHash, long lastSeq, ActorRef<ToConnection> connection)
       implements Command {}
 
-  /** The connection of {@code generation} is gone without a {@code bye}: the grace period starts. */
-  public record Detach(long generation) implements Command {}
+  /**
+   * The connection of {@code generation} is gone without a {@code bye}: the grace period starts.
+   * {@code replyTo} (may be null) is told {@link ToConnection.Released} once the session no
+   * longer watches that connection.
+   */
+  public record Detach(long generation, ActorRef<ToConnection> replyTo) implements Command {
+    public Detach(long generation) {
+      this(generation, null);
+    }
+  }
 
   /** Queue a downstream message (from the backend or from another client). */
   public record Enqueue(Draft draft, ActorRef<EnqueueResult> replyTo) implements Command {}
@@ -566,6 +574,7 @@ public final class ClientProxy
     if (cmd instanceof UpstreamDeliveryDone c) return onUpstreamDeliveryDone(state, c);
     if (cmd instanceof RetryPendingWork c) return onRetryPendingWork(state, c);
     if (cmd instanceof EraseDone c) return onEraseDone(state, c);
+    if (cmd instanceof Detach c && c.replyTo() != null) return Effect().reply(c.replyTo(), new ToConnection.Released());
     return Effect().noReply();
   }
 
@@ -643,13 +652,17 @@ public final class ClientProxy
   }
 
   private ReplyEffect<Event, State> onDetach(State state, Detach cmd) {
-    if (cmd.generation() != state.generation || state.status != Status.ATTACHED) return Effect().noReply();
-    return detach();
+    if (cmd.generation() != state.generation || state.status != Status.ATTACHED) {
+      // Not (or no longer) this session's connection: nothing watches it here.
+      if (cmd.replyTo() != null) cmd.replyTo().tell(new ToConnection.Released());
+      return Effect().noReply();
+    }
+    return detach(cmd.replyTo());
   }
 
   private ReplyEffect<Event, State> onConnectionTerminated(State state, ConnectionTerminated cmd) {
     if (state.status != Status.ATTACHED || !cmd.connection().equals(connection)) return Effect().noReply();
-    return detach();
+    return detach(null);
   }
 
   /**
@@ -670,16 +683,18 @@ public final class ClientProxy
   private ReplyEffect<Event, State> onDetachAfterRecovery(State state, DetachAfterRecovery cmd) {
     // The node that held the connection died; no connection is attached to this incarnation.
     if (state.status != Status.ATTACHED || connection != null) return Effect().noReply();
-    return detach();
+    return detach(null);
   }
 
-  private ReplyEffect<Event, State> detach() {
+  /** @param released told {@link ToConnection.Released} once the connection is unwatched (may be null) */
+  private ReplyEffect<Event, State> detach(ActorRef<ToConnection> released) {
     long deadline = clock.millis() + settings.grace().toMillis();
     return Effect()
         .persist(new Detached(deadline))
         .thenRun(
             newState -> {
               releaseConnection();
+              if (released != null) released.tell(new ToConnection.Released());
               countStatus(newState);
               timers.startSingleTimer(GraceExpired.INSTANCE, settings.grace());
               schedulePassivation();

@@ -45,4 +45,10 @@ public sealed interface ToConnection extends CborSerializable {
   record RoomRejected(String room, String code, String message) implements ToConnection {}
 
   record LoggedOut() implements ToConnection {}
+
+  /**
+   * The answer to a {@link ClientProxy.Detach}: the session no longer watches this connection,
+   * so the connection can stop without pekko having to tell a remote watcher (see Connection).
+   */
+  record Released() implements ToConnection {}
 }

@@ -398,6 +398,22 @@ class ClientProxyTest {
   }
 
   @Test
+  void detachAnswersReleasedOnceTheSessionNoLongerWatchesTheConnection() {
+    ToConnection.Welcome welcome = open();
+    TestProbe<ToConnection> stranger = testKit.createTestProbe(ToConnection.class);
+
+    // A Detach for another generation: this session never watched that connection.
+    assertTrue(session.runCommand(new Detach(welcome.generation() + 1, stranger.getRef())).hasNoEvents());
+    stranger.expectMessage(new ToConnection.Released());
+
+    // Its own connection: Released comes after the detach is persisted (and the watch removed).
+    CommandResult<Command, Event, State> result =
+        session.runCommand(new Detach(welcome.generation(), connection.getRef()));
+    assertEquals(List.of(new Detached(NOW_MS + GRACE.toMillis())), result.events());
+    connection.expectMessage(new ToConnection.Released());
+  }
+
+  @Test
   void detachOfAStaleConnectionIsIgnored() {
     ToConnection.Welcome first = open();
     TestProbe<ToConnection> second = testKit.createTestProbe(ToConnection.class);

@@ -66,7 +66,9 @@ public final class Bench {
     d.put("quiet-wait-min", "60");
     d.put("tether-jar", "target/tether-under-test.jar");
     d.put("tether-java-opts", "");
-    d.put("nodes", "1"); // Tether only: gateway processes in one cluster, sharing node 1's embedded PostgreSQL
+    d.put("client", "jdk"); // jdk | raw (lean NIO clients; density against Tether only)
+    d.put("nodes", "1");
+    d.put("event-timeout-s", "900"); // how long the driver waits for each worker barrier (raise for 100k sessions) // Tether only: gateway processes in one cluster, sharing node 1's embedded PostgreSQL
     d.put("node-opts", "");
     d.put("jfr", "false");
     d.put("out", "results");
@@ -936,6 +938,7 @@ public final class Bench {
       cfg.backoffInitialMs = i("backoff-initial-ms");
       cfg.backoffMaxMs = i("backoff-max-ms");
       cfg.payloadBytes = i("payload");
+      cfg.client = opt.get("client");
       if (opt.containsKey("storm-timeout-s")) cfg.stormTimeoutS = i("storm-timeout-s");
       if (opt.containsKey("duration-s")) cfg.durationS = i("duration-s");
       if (opt.containsKey("warmup-s")) cfg.warmupS = i("warmup-s");
@@ -975,8 +978,8 @@ public final class Bench {
 
     JsonNode awaitEvent(String name) throws Exception {
       while (true) {
-        String line = lines.poll(900, TimeUnit.SECONDS);
-        if (line == null) throw new IllegalStateException("worker " + id + ": no " + name + " within 900 s");
+        String line = lines.poll(i("event-timeout-s"), TimeUnit.SECONDS);
+        if (line == null) throw new IllegalStateException("worker " + id + ": no " + name + " within " + i("event-timeout-s") + " s");
         if (line.startsWith("EVENT " + name + " ")) {
           System.out.printf("worker %d: %s%n", id, line);
           return LINE.readTree(line.substring(("EVENT " + name + " ").length()));
@@ -992,8 +995,8 @@ public final class Bench {
     JsonNode awaitResult() throws Exception {
       if (result != null) return result;
       while (true) {
-        String line = lines.poll(900, TimeUnit.SECONDS);
-        if (line == null) throw new IllegalStateException("worker " + id + ": no result within 900 s");
+        String line = lines.poll(i("event-timeout-s"), TimeUnit.SECONDS);
+        if (line == null) throw new IllegalStateException("worker " + id + ": no result within " + i("event-timeout-s") + " s");
         if (line.startsWith("RESULT ")) return result = LINE.readTree(line.substring(7));
         if (line.equals("EOF")) throw new IllegalStateException("worker " + id + " exited without a result (exit " + proc.waitFor() + ")");
       }

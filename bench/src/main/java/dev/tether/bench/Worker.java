@@ -69,6 +69,7 @@ public final class Worker {
     public int missed = 100;
     public int resumeConcurrency = 1;
     public int payloadBytes = 0; // extra padding in each message's data
+    public String client = "jdk"; // jdk (Conn, every scenario) | raw (RawTetherSockets: Tether density only)
   }
 
   static final ObjectMapper JSON =
@@ -150,6 +151,14 @@ public final class Worker {
   }
 
   void run() throws Exception {
+    if ("raw".equals(cfg.client)) {
+      if (!"density".equals(cfg.scenario) || !"tether".equals(cfg.server)) {
+        throw new IllegalArgumentException("--client raw runs the density scenario against Tether only");
+      }
+      densityRaw();
+      result();
+      return;
+    }
     int clients = (cfg.n + cfg.warmup) / cfg.socketsPerHttpClient + 1;
     for (int i = 0; i < clients; i++) {
       wsClients.add(HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).executor(pool).build());
@@ -212,6 +221,31 @@ public final class Worker {
     extra.put("connectMs", ms);
     event("connected", Map.of("connected", ok, "ms", ms));
     awaitGo();
+  }
+
+  /** density with {@link RawTetherSockets}: the same barriers, a few hundred bytes per client. */
+  private void densityRaw() throws Exception {
+    RawTetherSockets warm = new RawTetherSockets(cfg.host, cfg.port, cfg.connectConcurrency, 15_000);
+    warm.start(cfg.warmup, "warm" + cfg.workerId + "-");
+    warm.awaitHandshakes(120_000);
+    warm.closeAll();
+    Thread.sleep(2000);
+    event("warm", Map.of("warm", cfg.warmup));
+    awaitGo();
+    RawTetherSockets raw = new RawTetherSockets(cfg.host, cfg.port, cfg.connectConcurrency, 15_000);
+    long t0 = System.nanoTime();
+    raw.start(cfg.n, "u" + cfg.workerId + "-");
+    int ok = raw.awaitHandshakes(TimeUnit.MINUTES.toMillis(30));
+    long ms = (System.nanoTime() - t0) / 1_000_000;
+    extra.put("connected", ok);
+    extra.put("connectMs", ms);
+    extra.put("failedHandshakes", raw.failed.get());
+    event("connected", Map.of("connected", ok, "ms", ms));
+    awaitGo();
+    extra.put("readyAtEnd", raw.ready.get());
+    unexpectedDrops.addAndGet(raw.unexpectedDrops.get());
+    raw.closeCodes.forEach((code, count) -> closeCodes.computeIfAbsent(code, c -> new AtomicLong()).addAndGet(count.get()));
+    raw.closeAll();
   }
 
   private void storm() throws Exception {

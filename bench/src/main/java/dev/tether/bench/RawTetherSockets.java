@@ -1,0 +1,322 @@
+package dev.tether.bench;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.StandardSocketOptions;
+import java.nio.ByteBuffer;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * Lean idle Tether clients for the density scenario at cluster scale (`--client raw`): N WebSockets
+ * on one selector thread, each doing only what an idle client does — the HTTP upgrade, {@code
+ * hello}, wait for {@code welcome}, a {@code ping} every heartbeat interval, a pong to a protocol
+ * ping. A few hundred bytes of heap per socket instead of the JDK {@code HttpClient}'s ~35 KB, so
+ * 100,000 sockets fit on one machine next to the servers. No resume, no message tracking: the
+ * other scenarios use {@link Conn}.
+ */
+final class RawTetherSockets {
+  private static final int CONNECTING = 0, UPGRADING = 1, HANDSHAKING = 2, READY = 3, CLOSED = 4;
+  private static final byte[] PING = "{\"type\":\"ping\"}".getBytes(StandardCharsets.UTF_8);
+
+  private final String host;
+  private final int port;
+  private final int connectConcurrency;
+  private final long heartbeatNanos;
+  private final Selector selector;
+  private final ByteBuffer readBuffer = ByteBuffer.allocateDirect(64 * 1024);
+  private final List<Sock> socks = new ArrayList<>();
+  private int nextToOpen;
+  private int inFlight;
+
+  final AtomicInteger ready = new AtomicInteger();
+  final AtomicInteger failed = new AtomicInteger();
+  /** Sockets closed by the server (or reset) after their welcome. */
+  final AtomicLong unexpectedDrops = new AtomicLong();
+  final Map<Integer, AtomicLong> closeCodes = new ConcurrentHashMap<>();
+  private volatile boolean stopping;
+
+  /** One client: its channel, where its handshake is, and input carried over between reads. */
+  private final class Sock {
+    final String user;
+    SocketChannel channel;
+    int state = CONNECTING;
+    byte[] carry; // bytes of an incomplete HTTP response or frame
+    ByteBuffer unwritten; // output the socket did not take at once
+    long lastPingNanos;
+
+    Sock(String user) {
+      this.user = user;
+    }
+  }
+
+  RawTetherSockets(String host, int port, int connectConcurrency, long heartbeatMillis) throws IOException {
+    this.host = host;
+    this.port = port;
+    this.connectConcurrency = connectConcurrency;
+    this.heartbeatNanos = TimeUnit.MILLISECONDS.toNanos(heartbeatMillis);
+    this.selector = Selector.open();
+  }
+
+  /** Opens {@code n} sessions (at most {@code connectConcurrency} handshakes at a time). */
+  void start(int n, String userPrefix) {
+    for (int i = 0; i < n; i++) socks.add(new Sock(userPrefix + i));
+    Thread loop = new Thread(this::loop, "raw-sockets");
+    loop.setDaemon(true);
+    loop.start();
+  }
+
+  /** Waits until every socket is ready or has failed; returns the ready count. */
+  int awaitHandshakes(long timeoutMillis) throws InterruptedException {
+    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+    while (ready.get() + failed.get() < socks.size() && System.nanoTime() < deadline) Thread.sleep(50);
+    return ready.get();
+  }
+
+  void closeAll() {
+    stopping = true;
+    selector.wakeup();
+  }
+
+  private void loop() {
+    long lastHeartbeatScan = System.nanoTime();
+    try {
+      while (!stopping) {
+        while (inFlight < connectConcurrency && nextToOpen < socks.size()) open(socks.get(nextToOpen++));
+        selector.select(100);
+        for (SelectionKey key : selector.selectedKeys()) {
+          Sock s = (Sock) key.attachment();
+          try {
+            if (key.isValid() && key.isConnectable()) onConnected(s, key);
+            if (key.isValid() && key.isWritable()) flush(s, key);
+            if (key.isValid() && key.isReadable()) onReadable(s);
+          } catch (IOException | RuntimeException e) {
+            close(s, -1);
+          }
+        }
+        selector.selectedKeys().clear();
+        long now = System.nanoTime();
+        if (now - lastHeartbeatScan >= TimeUnit.SECONDS.toNanos(1)) {
+          lastHeartbeatScan = now;
+          for (Sock s : socks) {
+            if (s.state == READY && now - s.lastPingNanos >= heartbeatNanos) {
+              s.lastPingNanos = now;
+              sendText(s, PING);
+            }
+          }
+        }
+      }
+    } catch (IOException e) {
+      e.printStackTrace();
+    } finally {
+      for (Sock s : socks) {
+        try {
+          if (s.channel != null) s.channel.close();
+        } catch (IOException ignored) {
+          // closing anyway
+        }
+      }
+    }
+  }
+
+  private void open(Sock s) {
+    inFlight++;
+    try {
+      s.channel = SocketChannel.open();
+      s.channel.configureBlocking(false);
+      s.channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
+      s.channel.connect(new InetSocketAddress(host, port));
+      s.channel.register(selector, SelectionKey.OP_CONNECT, s);
+    } catch (IOException e) {
+      handshakeFailed(s);
+    }
+  }
+
+  private void onConnected(Sock s, SelectionKey key) throws IOException {
+    s.channel.finishConnect();
+    key.interestOps(SelectionKey.OP_READ);
+    s.state = UPGRADING;
+    String request =
+        "GET /ws HTTP/1.1\r\nHost: " + host + ":" + port + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    write(s, ByteBuffer.wrap(request.getBytes(StandardCharsets.US_ASCII)));
+  }
+
+  private void onReadable(Sock s) throws IOException {
+    readBuffer.clear();
+    int n = s.channel.read(readBuffer);
+    if (n < 0) {
+      close(s, -1);
+      return;
+    }
+    if (n == 0) return;
+    readBuffer.flip();
+    byte[] input;
+    if (s.carry == null) {
+      input = new byte[readBuffer.remaining()];
+      readBuffer.get(input);
+    } else {
+      input = new byte[s.carry.length + readBuffer.remaining()];
+      System.arraycopy(s.carry, 0, input, 0, s.carry.length);
+      readBuffer.get(input, s.carry.length, input.length - s.carry.length);
+      s.carry = null;
+    }
+    int pos = 0;
+    if (s.state == UPGRADING) {
+      int end = indexOf(input, "\r\n\r\n".getBytes(StandardCharsets.US_ASCII));
+      if (end < 0) {
+        s.carry = input;
+        return;
+      }
+      String head = new String(input, 0, end, StandardCharsets.US_ASCII);
+      if (!head.startsWith("HTTP/1.1 101")) {
+        close(s, -1);
+        return;
+      }
+      s.state = HANDSHAKING;
+      sendText(s, ("{\"type\":\"hello\",\"user\":\"" + s.user + "\",\"client\":\"tether-bench-raw/0.1\"}").getBytes(StandardCharsets.UTF_8));
+      pos = end + 4;
+    }
+    while (pos < input.length && s.state != CLOSED) {
+      int consumed = frame(s, input, pos);
+      if (consumed == 0) {
+        s.carry = java.util.Arrays.copyOfRange(input, pos, input.length);
+        return;
+      }
+      pos += consumed;
+    }
+  }
+
+  /** Handles one server frame at {@code pos}; returns its length, 0 if it is not complete yet. */
+  private int frame(Sock s, byte[] in, int pos) {
+    if (in.length - pos < 2) return 0;
+    int opcode = in[pos] & 0x0f;
+    long len = in[pos + 1] & 0x7f;
+    int header = 2;
+    if (len == 126) {
+      if (in.length - pos < 4) return 0;
+      len = ((in[pos + 2] & 0xff) << 8) | (in[pos + 3] & 0xff);
+      header = 4;
+    } else if (len == 127) {
+      if (in.length - pos < 10) return 0;
+      len = 0;
+      for (int i = 0; i < 8; i++) len = (len << 8) | (in[pos + 2 + i] & 0xff);
+      header = 10;
+    }
+    if (in.length - pos < header + len) return 0;
+    int start = pos + header;
+    switch (opcode) {
+      case 1 -> {
+        if (s.state == HANDSHAKING && contains(in, start, (int) len, "\"welcome\"")) {
+          s.state = READY;
+          s.lastPingNanos = System.nanoTime();
+          ready.incrementAndGet();
+          inFlight--;
+        }
+      }
+      case 8 -> close(s, len >= 2 ? ((in[start] & 0xff) << 8) | (in[start + 1] & 0xff) : 1005);
+      case 9 -> sendFrame(s, 0x8A, java.util.Arrays.copyOfRange(in, start, start + (int) len));
+      default -> {} // pong, continuation: nothing to do for an idle client
+    }
+    return header + (int) len;
+  }
+
+  private void sendText(Sock s, byte[] payload) {
+    sendFrame(s, 0x81, payload);
+  }
+
+  /** A client frame: masked (with a zero key, so the payload goes as it is). */
+  private void sendFrame(Sock s, int firstByte, byte[] payload) {
+    int len = payload.length;
+    ByteBuffer b = ByteBuffer.allocate(len + (len < 126 ? 6 : 8));
+    b.put((byte) firstByte);
+    if (len < 126) {
+      b.put((byte) (0x80 | len));
+    } else {
+      b.put((byte) (0x80 | 126));
+      b.putShort((short) len);
+    }
+    b.putInt(0);
+    b.put(payload);
+    b.flip();
+    try {
+      write(s, b);
+    } catch (IOException e) {
+      close(s, -1);
+    }
+  }
+
+  private void write(Sock s, ByteBuffer b) throws IOException {
+    if (s.unwritten != null) {
+      ByteBuffer joined = ByteBuffer.allocate(s.unwritten.remaining() + b.remaining());
+      joined.put(s.unwritten).put(b).flip();
+      s.unwritten = joined;
+      return;
+    }
+    s.channel.write(b);
+    if (b.hasRemaining()) {
+      s.unwritten = b;
+      s.channel.keyFor(selector).interestOps(SelectionKey.OP_READ | SelectionKey.OP_WRITE);
+    }
+  }
+
+  private void flush(Sock s, SelectionKey key) throws IOException {
+    if (s.unwritten == null) return;
+    s.channel.write(s.unwritten);
+    if (!s.unwritten.hasRemaining()) {
+      s.unwritten = null;
+      key.interestOps(SelectionKey.OP_READ);
+    }
+  }
+
+  private void close(Sock s, int code) {
+    if (s.state == CLOSED) return;
+    closeCodes.computeIfAbsent(code, c -> new AtomicLong()).incrementAndGet();
+    if (s.state == READY) {
+      unexpectedDrops.incrementAndGet();
+      ready.decrementAndGet();
+    } else {
+      handshakeFailed(s);
+    }
+    s.state = CLOSED;
+    try {
+      s.channel.close();
+    } catch (IOException ignored) {
+      // gone anyway
+    }
+  }
+
+  private void handshakeFailed(Sock s) {
+    s.state = CLOSED;
+    failed.incrementAndGet();
+    inFlight--;
+  }
+
+  private static int indexOf(byte[] in, byte[] what) {
+    outer:
+    for (int i = 0; i + what.length <= in.length; i++) {
+      for (int j = 0; j < what.length; j++) if (in[i + j] != what[j]) continue outer;
+      return i;
+    }
+    return -1;
+  }
+
+  private static boolean contains(byte[] in, int start, int len, String what) {
+    byte[] w = what.getBytes(StandardCharsets.US_ASCII);
+    for (int i = start; i + w.length <= start + len; i++) {
+      boolean match = true;
+      for (int j = 0; j < w.length && match; j++) match = in[i + j] == w[j];
+      if (match) return true;
+    }
+    return false;
+  }
+}
