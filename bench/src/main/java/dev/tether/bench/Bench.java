@@ -856,6 +856,16 @@ public final class Bench {
     }
 
     Map<String, Object> stop() {
+      if (!members.isEmpty()) {
+        // The clients are gone: let their sessions passivate (passivate-detached-after is 30 s)
+        // before the nodes leave, or every leaving node hands its remembered sessions to the
+        // last one, which would restart them all at once.
+        try {
+          Thread.sleep(40_000);
+        } catch (InterruptedException e) {
+          Thread.currentThread().interrupt();
+        }
+      }
       // Members first (in parallel): the first node holds the embedded database.
       List<Map<String, Object>> memberLogs = new java.util.concurrent.CopyOnWriteArrayList<>();
       List<Thread> stopping = new ArrayList<>();

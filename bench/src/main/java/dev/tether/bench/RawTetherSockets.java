@@ -40,6 +40,8 @@ final class RawTetherSockets {
 
   final AtomicInteger ready = new AtomicInteger();
   final AtomicInteger failed = new AtomicInteger();
+  /** Handshakes over, either way (welcome or failure): the start is done when it reaches N. */
+  private final AtomicInteger settled = new AtomicInteger();
   /** Sockets closed by the server (or reset) after their welcome. */
   final AtomicLong unexpectedDrops = new AtomicLong();
   final Map<Integer, AtomicLong> closeCodes = new ConcurrentHashMap<>();
@@ -75,10 +77,10 @@ final class RawTetherSockets {
     loop.start();
   }
 
-  /** Waits until every socket is ready or has failed; returns the ready count. */
+  /** Waits until every socket's handshake is over (welcome or failure); returns how many are open now. */
   int awaitHandshakes(long timeoutMillis) throws InterruptedException {
     long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
-    while (ready.get() + failed.get() < socks.size() && System.nanoTime() < deadline) Thread.sleep(50);
+    while (settled.get() < socks.size() && System.nanoTime() < deadline) Thread.sleep(50);
     return ready.get();
   }
 
@@ -220,6 +222,7 @@ final class RawTetherSockets {
           s.state = READY;
           s.lastPingNanos = System.nanoTime();
           ready.incrementAndGet();
+          settled.incrementAndGet();
           inFlight--;
         }
       }
@@ -298,6 +301,7 @@ final class RawTetherSockets {
   private void handshakeFailed(Sock s) {
     s.state = CLOSED;
     failed.incrementAndGet();
+    settled.incrementAndGet();
     inFlight--;
   }
 
