@@ -527,35 +527,10 @@ class GatewayScenarioTest {
   }
 
   private static void awaitState(String sessionId, String state) {
-    long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
-    String last = null;
-    while (System.nanoTime() < deadline) {
-      Api.Response r = api.get("/api/sessions/" + sessionId);
-      if (r.status() == 200) {
-        last = r.json().get("state").asText();
-        if (state.equals(last)) return;
-      }
-      sleep(50);
-    }
-    throw new AssertionError("session " + sessionId + " not " + state + " (last seen " + last + ")");
+    api.awaitSessionState(sessionId, state, Duration.ofSeconds(10));
   }
 
   private static void awaitStatus(String path, int status) {
-    long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
-    int last = 0;
-    while (System.nanoTime() < deadline) {
-      last = api.get(path).status();
-      if (last == status) return;
-      sleep(50);
-    }
-    throw new AssertionError(path + " answered " + last + ", expected " + status);
-  }
-
-  private static void sleep(long millis) {
-    try {
-      Thread.sleep(millis);
-    } catch (InterruptedException e) {
-      throw new IllegalStateException(e);
-    }
+    api.awaitStatus(path, status, Duration.ofSeconds(10));
   }
 }

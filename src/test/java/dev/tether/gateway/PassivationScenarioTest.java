@@ -9,6 +9,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import dev.tether.TetherNode;
 import dev.tether.session.ClientProxy;
 import dev.tether.testkit.Api;
+import dev.tether.testkit.Eventually;
 import dev.tether.testkit.TestDatabase;
 import dev.tether.testkit.TestNodes;
 import dev.tether.testkit.WsClient;
@@ -67,7 +68,7 @@ class PassivationScenarioTest {
       api.publishToSession(id, "{\"n\":1}");
       assertEquals(1, ws.expect("msg").get("seq").asLong());
       // An attached session that is quiet for longer than passivate-detached-after stays: it holds a socket.
-      sleep(PASSIVATE_AFTER.multipliedBy(3));
+      Eventually.pause(PASSIVATE_AFTER.multipliedBy(3));
       assertTrue(inMemory(id), "an attached session is never passivated");
       ws.drop();
     }
@@ -153,13 +154,5 @@ class PassivationScenarioTest {
 
   private static double sweeperWakes() {
     return node.metrics().registry().get("tether_grace_sweeper_wakes").counter().count();
-  }
-
-  private static void sleep(Duration duration) {
-    try {
-      Thread.sleep(duration.toMillis());
-    } catch (InterruptedException e) {
-      throw new IllegalStateException(e);
-    }
   }
 }

@@ -79,20 +79,6 @@ class RestartScenarioTest {
   }
 
   static JsonNode awaitState(Api api, String sessionId, String state) {
-    long deadline = System.nanoTime() + Duration.ofSeconds(20).toNanos();
-    String last = null;
-    while (System.nanoTime() < deadline) {
-      Api.Response r = api.get("/api/sessions/" + sessionId);
-      if (r.status() == 200) {
-        last = r.json().get("state").asText();
-        if (state.equals(last)) return r.json();
-      }
-      try {
-        Thread.sleep(100);
-      } catch (InterruptedException e) {
-        throw new IllegalStateException(e);
-      }
-    }
-    throw new AssertionError("session " + sessionId + " not " + state + " (last seen " + last + ")");
+    return api.awaitSessionState(sessionId, state, Duration.ofSeconds(20));
   }
 }

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.tether.TetherNode;
 import dev.tether.testkit.Api;
+import dev.tether.testkit.Eventually;
 import dev.tether.testkit.TestDatabase;
 import dev.tether.testkit.TestNodes;
 import dev.tether.testkit.WsClient;
@@ -57,7 +58,7 @@ class TimeoutScenarioTest {
       String id = welcome.get("sessionId").asText();
       // A client that pings stays connected past the timeout (3 s)...
       for (int i = 0; i < 8; i++) {
-        sleep(500);
+        Eventually.pause(Duration.ofMillis(500));
         ws.send("{\"type\":\"ping\"}");
         ws.expect("pong");
       }
@@ -78,7 +79,7 @@ class TimeoutScenarioTest {
       ws.drop();
     }
     String id = welcome.get("sessionId").asText();
-    awaitStatus(id, 404, Duration.ofSeconds(10));
+    api.awaitStatus("/api/sessions/" + id, 404, Duration.ofSeconds(10));
     assertEquals(0, TestDatabase.count(dbUrl, "SELECT count(*) FROM event_journal WHERE persistence_id = ?", "ClientProxy|" + id));
     assertEquals(0, TestDatabase.count(dbUrl, "SELECT count(*) FROM snapshot WHERE persistence_id = ?", "ClientProxy|" + id));
     try (WsClient ws = WsClient.connect(node.port())) {
@@ -90,25 +91,6 @@ class TimeoutScenarioTest {
       assertFalse(again.get("resumed").asBoolean());
       assertEquals("expired", again.get("reason").asText());
       assertEquals("late", again.get("user").asText());
-    }
-  }
-
-  private static void awaitStatus(String id, int status, Duration timeout) {
-    long deadline = System.nanoTime() + timeout.toNanos();
-    int last = 0;
-    while (System.nanoTime() < deadline) {
-      last = api.get("/api/sessions/" + id).status();
-      if (last == status) return;
-      sleep(100);
-    }
-    throw new AssertionError("session " + id + " answered " + last);
-  }
-
-  private static void sleep(long millis) {
-    try {
-      Thread.sleep(millis);
-    } catch (InterruptedException e) {
-      throw new IllegalStateException(e);
     }
   }
 }

@@ -52,6 +52,36 @@ public final class Api {
     return send(b.POST(HttpRequest.BodyPublishers.ofString(body)));
   }
 
+  /**
+   * Polls {@code GET /api/sessions/{id}} until the session is in {@code state}; returns its JSON.
+   * (The state moves asynchronously: a socket's close reaches the session a moment later.)
+   */
+  public JsonNode awaitSessionState(String sessionId, String state, Duration max) {
+    String[] last = {null};
+    try {
+      return Eventually.awaitAssert(
+          max,
+          () -> {
+            Response r = get("/api/sessions/" + sessionId);
+            if (r.status() == 200) last[0] = r.json().get("state").asText();
+            if (!state.equals(last[0])) throw new AssertionError("state " + last[0]);
+            return r.json();
+          });
+    } catch (AssertionError e) {
+      throw new AssertionError("session " + sessionId + " not " + state + " (last seen " + last[0] + ")", e);
+    }
+  }
+
+  /** Polls {@code GET path} until it answers {@code status}. */
+  public void awaitStatus(String path, int status, Duration max) {
+    Eventually.awaitAssert(
+        max,
+        () -> {
+          int got = get(path).status();
+          if (got != status) throw new AssertionError(path + " answered " + got + ", expected " + status);
+        });
+  }
+
   /** Publishes {@code {"data": dataJson}} to a session; returns the assigned seq. */
   public long publishToSession(String sessionId, String dataJson) {
     Response r = post("/api/sessions/" + sessionId + "/messages", "{\"data\":" + dataJson + "}");

@@ -35,6 +35,16 @@ public final class Eventually {
     }
   }
 
+  /** Lets time pass (for checks that something does *not* happen during it). */
+  public static void pause(Duration duration) {
+    try {
+      Thread.sleep(duration.toMillis());
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new AssertionError("Interrupted while pausing", e);
+    }
+  }
+
   public static void awaitAssert(Duration max, Assertion assertion) {
     awaitAssert(
         max,
