@@ -28,6 +28,11 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.Callable;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
@@ -648,21 +653,10 @@ public final class Bench {
       startProcess(nodes > 1);
       for (int m = 2; m <= nodes; m++) members.add(new ServerProc(kind, runId + "-node" + m, this));
       // The members start together; each waits for its own readiness (it has joined the cluster).
-      List<Thread> starting = new ArrayList<>();
-      List<Exception> failures = new java.util.concurrent.CopyOnWriteArrayList<>();
-      for (ServerProc member : members) {
-        Thread t = new Thread(() -> {
-          try {
-            member.startProcess(true);
-          } catch (Exception e) {
-            failures.add(e);
-          }
-        });
-        t.start();
-        starting.add(t);
-      }
-      for (Thread t : starting) t.join();
-      if (!failures.isEmpty()) throw failures.get(0);
+      inParallel(members.stream().map(m -> (Callable<Object>) () -> {
+        m.startProcess(true);
+        return null;
+      }).toList());
     }
 
     private void startProcess(boolean clustered) throws Exception {
@@ -867,19 +861,11 @@ public final class Bench {
         }
       }
       // Members first (in parallel): the first node holds the embedded database.
-      List<Map<String, Object>> memberLogs = new java.util.concurrent.CopyOnWriteArrayList<>();
-      List<Thread> stopping = new ArrayList<>();
-      for (ServerProc member : members) {
-        Thread t = new Thread(() -> memberLogs.add(member.stopProcess()));
-        t.start();
-        stopping.add(t);
-      }
-      for (Thread t : stopping) {
-        try {
-          t.join();
-        } catch (InterruptedException e) {
-          Thread.currentThread().interrupt();
-        }
+      List<Map<String, Object>> memberLogs = List.of();
+      try {
+        memberLogs = inParallel(members.stream().map(m -> (Callable<Map<String, Object>>) m::stopProcess).toList());
+      } catch (Exception e) {
+        System.out.println("stopping the cluster's members: " + e);
       }
       Map<String, Object> r = stopProcess();
       if (!memberLogs.isEmpty()) r.put("members", memberLogs);
@@ -913,6 +899,24 @@ public final class Bench {
       r.put("log", benchDir.relativize(log).toString());
       r.putAll(Machine.scanLog(log));
       return r;
+    }
+  }
+
+  /** Runs each task on a thread of its own; returns their results in order, or throws the first failure. */
+  static <T> List<T> inParallel(List<Callable<T>> tasks) throws Exception {
+    ExecutorService threads = Executors.newCachedThreadPool();
+    try {
+      List<T> results = new ArrayList<>();
+      for (Future<T> f : threads.invokeAll(tasks)) {
+        try {
+          results.add(f.get());
+        } catch (ExecutionException e) {
+          throw e.getCause() instanceof Exception cause ? cause : e;
+        }
+      }
+      return results;
+    } finally {
+      threads.shutdown();
     }
   }
 

@@ -27,6 +27,8 @@ import java.util.concurrent.atomic.AtomicLong;
 final class RawTetherSockets {
   private static final int CONNECTING = 0, UPGRADING = 1, HANDSHAKING = 2, READY = 3, CLOSED = 4;
   private static final byte[] PING = "{\"type\":\"ping\"}".getBytes(StandardCharsets.UTF_8);
+  private static final byte[] END_OF_HEAD = "\r\n\r\n".getBytes(StandardCharsets.US_ASCII);
+  private static final byte[] WELCOME = "\"welcome\"".getBytes(StandardCharsets.US_ASCII);
 
   private final String host;
   private final int port;
@@ -174,7 +176,7 @@ final class RawTetherSockets {
     }
     int pos = 0;
     if (s.state == UPGRADING) {
-      int end = indexOf(input, "\r\n\r\n".getBytes(StandardCharsets.US_ASCII));
+      int end = indexOf(input, 0, input.length, END_OF_HEAD);
       if (end < 0) {
         s.carry = input;
         return;
@@ -218,7 +220,7 @@ final class RawTetherSockets {
     int start = pos + header;
     switch (opcode) {
       case 1 -> {
-        if (s.state == HANDSHAKING && contains(in, start, (int) len, "\"welcome\"")) {
+        if (s.state == HANDSHAKING && indexOf(in, start, start + (int) len, WELCOME) >= 0) {
           s.state = READY;
           s.lastPingNanos = System.nanoTime();
           ready.incrementAndGet();
@@ -305,22 +307,13 @@ final class RawTetherSockets {
     inFlight--;
   }
 
-  private static int indexOf(byte[] in, byte[] what) {
+  /** Where {@code what} first starts in {@code in[from, to)}, or -1. */
+  private static int indexOf(byte[] in, int from, int to, byte[] what) {
     outer:
-    for (int i = 0; i + what.length <= in.length; i++) {
+    for (int i = from; i + what.length <= to; i++) {
       for (int j = 0; j < what.length; j++) if (in[i + j] != what[j]) continue outer;
       return i;
     }
     return -1;
-  }
-
-  private static boolean contains(byte[] in, int start, int len, String what) {
-    byte[] w = what.getBytes(StandardCharsets.US_ASCII);
-    for (int i = start; i + w.length <= start + len; i++) {
-      boolean match = true;
-      for (int j = 0; j < w.length && match; j++) match = in[i + j] == w[j];
-      if (match) return true;
-    }
-    return false;
   }
 }
