@@ -1064,6 +1064,8 @@ public final class ClientProxy
   }
 
   private void onRecovered(State state) {
+    // Derived, so recomputed: a snapshot taken by a version that counted characters stays exact.
+    state.outboxBytes = state.outbox.values().stream().mapToLong(OutboxMessage::bytes).sum();
     countStatus(state);
     switch (state.status) {
       case DETACHED -> {

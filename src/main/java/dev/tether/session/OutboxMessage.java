@@ -13,8 +13,28 @@ import dev.tether.CborSerializable;
 public record OutboxMessage(long seq, String data, String from, String room, long ts)
     implements CborSerializable {
 
-  /** What the message costs the outbox: its body plus a fixed allowance for the envelope. */
+  /**
+   * What the message costs the outbox: its body's UTF-8 size (what the socket carries, and what
+   * {@code outbox.max-bytes} promises to bound) plus a fixed allowance for the envelope.
+   */
   public long bytes() {
-    return data.length() + 64L;
+    return utf8Length(data) + 64L;
+  }
+
+  /** The UTF-8 size of a text, counted without encoding it (this runs on every queue and ack). */
+  static long utf8Length(String text) {
+    long bytes = text.length();
+    for (int i = 0; i < text.length(); i++) {
+      char c = text.charAt(i);
+      if (c < 0x80) continue;
+      if (c < 0x800) bytes += 1;
+      // A surrogate pair is 2 chars and 4 bytes; a lone surrogate is written as '?' (1 byte).
+      else if (Character.isHighSurrogate(c) && i + 1 < text.length() && Character.isLowSurrogate(text.charAt(i + 1))) {
+        bytes += 2;
+        i++;
+      } else if (Character.isSurrogate(c)) bytes += 0;
+      else bytes += 2;
+    }
+    return bytes;
   }
 }

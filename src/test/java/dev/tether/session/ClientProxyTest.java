@@ -521,6 +521,34 @@ class ClientProxyTest {
   }
 
   @Test
+  void outboxBytesAreUtf8BytesNotCharacters() {
+    session = sessionWith(SMALL_OUTBOX);
+    open();
+    // 150 euro signs: 150 characters, 450 bytes in UTF-8 (514 in the outbox with the envelope).
+    // Counted as characters two would fit in 1000; as bytes the second already overflows.
+    String euros = "\u20ac".repeat(150);
+    enqueueBackend(euros);
+    assertEquals(514, session.getState().outboxBytes());
+
+    var second = session.<EnqueueResult>runCommand(r -> new Enqueue(Draft.fromBackend(euros, null), r));
+
+    assertEquals(List.of(new MessageQueued(backendMessage(2, euros), null, 0, 1)), second.events());
+    assertEquals(514, second.state().outboxBytes());
+    assertEquals(1, second.state().lost());
+  }
+
+  @Test
+  void utf8LengthMatchesTheEncoder() {
+    for (String text :
+        List.of("", "plain", "caf\u00e9", "\u20ac", "\ud83d\ude00 smile", "\u4f60\u597d", "lone \ud83d high", "lone \ude00 low")) {
+      assertEquals(
+          text.getBytes(java.nio.charset.StandardCharsets.UTF_8).length,
+          OutboxMessage.utf8Length(text),
+          text);
+    }
+  }
+
+  @Test
   void outboxOverflowByBytesDropsTheOldest() {
     session = sessionWith(SMALL_OUTBOX);
     open();
@@ -1069,7 +1097,15 @@ class ClientProxyTest {
   private EventSourcedBehaviorTestKit<Command, Event, State> sessionWith(ClientProxySettings settings) {
     SessionStore store = new SessionStore(database.dataSource(), storeExecutor);
     ClientProxy.Dependencies deps = new ClientProxy.Dependencies(settings, store, delivery, CLOCK);
-    return EventSourcedBehaviorTestKit.create(testKit.system(), ClientProxy.create(sessionId, deps, null));
+    // The test kit would serialize the state from the test's thread after every command, while
+    // the session's own follow-up messages (an upstream delivery's result) may be changing it:
+    // the state is mutable and owned by the actor, so that check raced (a rare
+    // ConcurrentModificationException). Commands, events and replies are still checked here;
+    // the state's serialization is SerializationTest's job.
+    return EventSourcedBehaviorTestKit.create(
+        testKit.system(),
+        ClientProxy.create(sessionId, deps, null),
+        EventSourcedBehaviorTestKit.enabledSerializationSettings().withVerifyState(false));
   }
 
   /** Opens the session and waits until its side work (the user index) is done. */
