@@ -14,6 +14,7 @@ import dev.tether.telemetry.TetherMetrics;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
 import java.time.Duration;
+import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.CompletionStage;
@@ -51,6 +52,7 @@ public final class BackendApi extends AllDirectives {
   private final ClusterSharding sharding;
   private final TetherMetrics metrics;
   private final InspectionApi inspection;
+  private final BatchPublish batch;
   private final Duration timeout;
 
   public BackendApi(
@@ -65,6 +67,7 @@ public final class BackendApi extends AllDirectives {
     this.sharding = ClusterSharding.get(system);
     this.metrics = metrics;
     this.inspection = inspection;
+    this.batch = new BatchPublish(delivery, metrics, settings.maxBatchMessages());
     this.timeout = settings.askTimeout();
   }
 
@@ -129,6 +132,7 @@ public final class BackendApi extends AllDirectives {
     return concat(
         // GET /api/sessions (the listing), .../messages/{seq}, .../history, /api/cluster
         inspection.routes(),
+        path("messages", () -> post(this::publishBatch)),
         pathPrefix(
             "sessions",
             () ->
@@ -169,6 +173,33 @@ public final class BackendApi extends AllDirectives {
     return answer(
         delivery.toGroup(groupId, Draft.fromBackend(data, room, idempotencyKey), null),
         count -> json(StatusCodes.ACCEPTED, Map.of(countField, count)));
+  }
+
+  /** {@code POST /api/messages}: see {@link BatchPublish}. */
+  private Route publishBatch() {
+    return optionalHeaderValueByName(
+        "Idempotency-Key",
+        header -> {
+          if (header.isPresent()) {
+            return error(
+                StatusCodes.BAD_REQUEST,
+                "bad-request",
+                "a batch takes an 'idempotencyKey' per entry, not the Idempotency-Key header");
+          }
+          return entity(
+              Unmarshaller.entityToString(),
+              body -> {
+                List<BatchPublish.Entry> entries;
+                try {
+                  entries = batch.parse(JSON.readTree(body));
+                } catch (JsonProcessingException | RuntimeException e) {
+                  return error(StatusCodes.BAD_REQUEST, "bad-request", "body is not valid JSON");
+                } catch (BatchPublish.Invalid e) {
+                  return error(StatusCodes.BAD_REQUEST, "bad-request", e.getMessage());
+                }
+                return onSuccess(batch.deliver(entries), answer -> json(StatusCodes.ACCEPTED, answer));
+              });
+        });
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ public record GatewaySettings(
     int failedResumeBurst,
     int failedResumesPerMinute,
     long outgoingBufferBytes,
-    boolean trustForwardedFor) {
+    boolean trustForwardedFor,
+    int maxBatchMessages) {
 
   public enum AuthMode {
     DEV,
@@ -58,6 +59,7 @@ public record GatewaySettings(
         g.getInt("limits.failed-resume-burst"),
         g.getInt("limits.failed-resumes-per-minute"),
         g.getBytes("limits.outgoing-buffer-bytes"),
-        g.getBoolean("trust-forwarded-for"));
+        g.getBoolean("trust-forwarded-for"),
+        g.getInt("limits.max-batch-messages"));
   }
 }

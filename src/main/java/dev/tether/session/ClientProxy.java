@@ -30,6 +30,7 @@ import org.apache.pekko.cluster.sharding.typed.javadsl.EntityTypeKey;
 import org.apache.pekko.persistence.typed.PersistenceId;
 import org.apache.pekko.persistence.typed.RecoveryCompleted;
 import org.apache.pekko.persistence.typed.javadsl.CommandHandlerWithReply;
+import org.apache.pekko.persistence.typed.javadsl.EffectBuilder;
 import org.apache.pekko.persistence.typed.javadsl.EventHandler;
 import org.apache.pekko.persistence.typed.javadsl.EventSourcedBehaviorWithEnforcedReplies;
 import org.apache.pekko.persistence.typed.javadsl.ReplyEffect;
@@ -94,6 +95,12 @@ public final class ClientProxy
 
   /** Queue a downstream message (from the backend or from another client). */
   public record Enqueue(Draft draft, ActorRef<EnqueueResult> replyTo) implements Command {}
+
+  /**
+   * Queue several downstream messages in this order, persisted together (a batch publish): one
+   * journal write for all of them, and one answer.
+   */
+  public record EnqueueAll(List<Draft> drafts, ActorRef<EnqueuedAll> replyTo) implements Command {}
 
   /** Cumulative acknowledgement: everything up to {@code seq} may be forgotten. */
   public record Ack(long generation, long seq) implements Command {}
@@ -165,6 +172,34 @@ public final class ClientProxy
 
   /** Not queued: {@code unknown} (no such session), {@code ended}, or {@code not-member} of the room. */
   public record NotDelivered(String reason) implements EnqueueResult {}
+
+  /**
+   * The answer to {@link EnqueueAll}: one outcome per draft, in order. (A concrete record per
+   * entry rather than a list of {@link EnqueueResult}, which would need type information on the
+   * wire.)
+   */
+  public record EnqueuedAll(List<Outcome> outcomes) implements CborSerializable {
+    /** Queued as {@code seq} ({@code duplicate} for a retry), or, when {@code notDelivered} is set, not queued. */
+    public record Outcome(long seq, boolean duplicate, String notDelivered) {
+      static Outcome of(EnqueueResult result) {
+        return result instanceof Enqueued e
+            ? new Outcome(e.seq(), e.duplicate(), null)
+            : new Outcome(0, false, ((NotDelivered) result).reason());
+      }
+
+      public EnqueueResult result() {
+        return notDelivered == null ? new Enqueued(seq, duplicate) : new NotDelivered(notDelivered);
+      }
+    }
+
+    static EnqueuedAll of(List<EnqueueResult> results) {
+      return new EnqueuedAll(results.stream().map(Outcome::of).toList());
+    }
+
+    static EnqueuedAll allNotDelivered(int count, String reason) {
+      return new EnqueuedAll(java.util.Collections.nCopies(count, new Outcome(0, false, reason)));
+    }
+  }
 
   public record KickResult(boolean found) implements CborSerializable {}
 
@@ -531,6 +566,7 @@ public final class ClientProxy
     if (cmd instanceof Open c) return onOpen(state, c);
     if (cmd instanceof Resume c) return rejectAndStop(c.connection(), "unknown");
     if (cmd instanceof Enqueue c) return notDeliveredAndStop(c.replyTo(), "unknown");
+    if (cmd instanceof EnqueueAll c) return replyAndStop(c.replyTo(), EnqueuedAll.allNotDelivered(c.drafts().size(), "unknown"));
     // A query for a session that does not exist started this entity: answer and go away, so
     // that probing random ids leaves nothing running (or remembered).
     if (cmd instanceof Kick c) return replyAndStop(c.replyTo(), new KickResult(false));
@@ -543,6 +579,7 @@ public final class ClientProxy
     // The hot ones first: a delivery, an acknowledgement.
     if (cmd instanceof Enqueue c) return onEnqueue(state, c);
     if (cmd instanceof Ack c) return onAck(state, c);
+    if (cmd instanceof EnqueueAll c) return onEnqueueAll(state, c);
     if (cmd instanceof SendUpstream c) return onSendUpstream(state, c);
     if (cmd instanceof UpstreamDeliveryDone c) return onUpstreamDeliveryDone(state, c);
     if (cmd instanceof Open c) return onRepeatedOpen(state, c);
@@ -568,6 +605,7 @@ public final class ClientProxy
   private ReplyEffect<Event, State> whenEnded(State state, Command cmd) {
     if (cmd instanceof Resume c) return rejectResume(c.connection(), endedReason(state));
     if (cmd instanceof Enqueue c) return Effect().reply(c.replyTo(), new NotDelivered("ended"));
+    if (cmd instanceof EnqueueAll c) return Effect().reply(c.replyTo(), EnqueuedAll.allNotDelivered(c.drafts().size(), "ended"));
     if (cmd instanceof Kick c) return Effect().reply(c.replyTo(), new KickResult(false));
     if (cmd instanceof GetState c) return onGetState(state, c);
     if (cmd instanceof GetReceipt c) return Effect().reply(c.replyTo(), new Receipt("no-session"));
@@ -735,47 +773,104 @@ public final class ClientProxy
   }
 
   private ReplyEffect<Event, State> onEnqueue(State state, Enqueue cmd) {
-    Draft draft = cmd.draft();
-    if (draft.room() != null && !state.rooms.contains(draft.room())) {
-      return Effect().reply(cmd.replyTo(), new NotDelivered("not-member"));
-    }
-    if (draft.origin() != null) {
-      OriginMark mark = state.origins.get(draft.origin());
-      if (mark != null && draft.originSeq() <= mark.seq()) {
-        return Effect().reply(cmd.replyTo(), new Enqueued(mark.queuedSeq(), true));
+    QueuePlan plan = planQueue(state, List.of(cmd.draft()));
+    return persistQueued(state, plan).thenReply(cmd.replyTo(), newState -> plan.results().get(0));
+  }
+
+  private ReplyEffect<Event, State> onEnqueueAll(State state, EnqueueAll cmd) {
+    QueuePlan plan = planQueue(state, cmd.drafts());
+    return persistQueued(state, plan).thenReply(cmd.replyTo(), newState -> EnqueuedAll.of(plan.results()));
+  }
+
+  /** What queueing a run of drafts does: each draft's result, and the events to persist for it. */
+  private record QueuePlan(List<EnqueueResult> results, List<MessageQueued> events) {}
+
+  /**
+   * Decides, draft by draft and before anything is persisted, what each becomes: refused (not a
+   * member of its room), recognised as a retry (its origin already queued it, possibly earlier
+   * in the same run), or a new message with the next seq and the oldest messages it evicts.
+   */
+  private QueuePlan planQueue(State state, List<Draft> drafts) {
+    List<EnqueueResult> results = new ArrayList<>(drafts.size());
+    List<MessageQueued> events = new ArrayList<>(drafts.size());
+    Map<String, OriginMark> originsInRun = new HashMap<>();
+    OutboxBounds bounds = new OutboxBounds(state);
+    long nextSeq = state.nextSeq;
+    long now = clock.millis();
+    for (Draft draft : drafts) {
+      if (draft.room() != null && !state.rooms.contains(draft.room())) {
+        results.add(new NotDelivered("not-member"));
+        continue;
       }
+      if (draft.origin() != null) {
+        OriginMark mark = originsInRun.getOrDefault(draft.origin(), state.origins.get(draft.origin()));
+        if (mark != null && draft.originSeq() <= mark.seq()) {
+          results.add(new Enqueued(mark.queuedSeq(), true));
+          continue;
+        }
+      }
+      OutboxMessage message = new OutboxMessage(nextSeq++, draft.data(), draft.from(), draft.room(), now);
+      events.add(new MessageQueued(message, draft.origin(), draft.originSeq(), bounds.add(message)));
+      results.add(new Enqueued(message.seq(), false));
+      if (draft.origin() != null) originsInRun.put(draft.origin(), new OriginMark(draft.originSeq(), message.seq(), now));
     }
+    return new QueuePlan(results, events);
+  }
+
+  /** Persists the planned messages (if any), then counts them and writes them to the socket. */
+  private EffectBuilder<Event, State> persistQueued(State state, QueuePlan plan) {
+    if (plan.events().isEmpty()) return Effect().none();
     long received = System.nanoTime();
-    OutboxMessage message =
-        new OutboxMessage(state.nextSeq, draft.data(), draft.from(), draft.room(), clock.millis());
-    long evictThrough = evictionFor(state, message);
     long lostBefore = state.lost;
+    List<Event> events = new ArrayList<>(plan.events());
     return Effect()
-        .persist(new MessageQueued(message, draft.origin(), draft.originSeq(), evictThrough))
+        .persist(events)
         .thenRun(
             newState -> {
               metrics.enqueued(
-                  newState.outbox.size(), newState.outboxBytes, newState.lost - lostBefore, System.nanoTime() - received);
+                  plan.events().size(),
+                  newState.outbox.size(),
+                  newState.outboxBytes,
+                  newState.lost - lostBefore,
+                  System.nanoTime() - received);
               if (connection != null) {
-                connection.tell(new ToConnection.Deliver(message));
-                writtenUpTo = message.seq();
+                for (MessageQueued queued : plan.events()) connection.tell(new ToConnection.Deliver(queued.message()));
+                writtenUpTo = plan.events().get(plan.events().size() - 1).message().seq();
               }
-            })
-        .thenReply(cmd.replyTo(), newState -> new Enqueued(message.seq(), false));
+            });
   }
 
-  /** The highest seq to drop (oldest first) so the outbox stays within bounds once {@code added} is in. */
-  private long evictionFor(State state, OutboxMessage added) {
-    int count = state.outbox.size() + 1;
-    long bytes = state.outboxBytes + added.bytes();
-    long evictThrough = 0;
-    for (OutboxMessage oldest : state.outbox.values()) {
-      if (count <= settings.outboxMaxMessages() && bytes <= settings.outboxMaxBytes()) break;
-      evictThrough = oldest.seq();
-      count--;
-      bytes -= oldest.bytes();
+  /**
+   * The outbox's bounds as a run of messages is added: walks the outbox oldest first (then the
+   * run's own earlier messages) to find the highest seq each addition must evict. A message is
+   * never evicted by its own addition, so one larger than {@code max-bytes} is still queued.
+   */
+  private final class OutboxBounds {
+    private final java.util.Iterator<OutboxMessage> queued;
+    private final java.util.ArrayDeque<OutboxMessage> addedInRun = new java.util.ArrayDeque<>();
+    private int count;
+    private long bytes;
+    private long evictThrough;
+
+    OutboxBounds(State state) {
+      this.queued = state.outbox.values().iterator();
+      this.count = state.outbox.size();
+      this.bytes = state.outboxBytes;
     }
-    return evictThrough;
+
+    long add(OutboxMessage message) {
+      count++;
+      bytes += message.bytes();
+      while (count > settings.outboxMaxMessages() || bytes > settings.outboxMaxBytes()) {
+        OutboxMessage oldest = queued.hasNext() ? queued.next() : addedInRun.pollFirst();
+        if (oldest == null) break;
+        evictThrough = oldest.seq();
+        count--;
+        bytes -= oldest.bytes();
+      }
+      addedInRun.addLast(message);
+      return evictThrough;
+    }
   }
 
   private ReplyEffect<Event, State> onAck(State state, Ack cmd) {

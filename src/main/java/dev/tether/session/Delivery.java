@@ -32,6 +32,13 @@ public final class Delivery {
         .ask(replyTo -> new ClientProxy.Enqueue(draft, replyTo), timeout);
   }
 
+  /** Queues several messages for one session, in this order, with one persist and one answer. */
+  public CompletionStage<ClientProxy.EnqueuedAll> toSessionAll(String sessionId, List<Draft> drafts) {
+    return sharding
+        .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
+        .ask(replyTo -> new ClientProxy.EnqueueAll(drafts, replyTo), timeout);
+  }
+
   /**
    * Queues the message for every member of a group ({@link Membership}); completes with how many
    * sessions queued it. Members that turn out to be gone are removed from the group.

@@ -170,8 +170,9 @@ public final class TetherMetrics {
     sweeperWakes.increment(sessions);
   }
 
-  public void enqueued(int outboxMessages, long outboxSizeBytes, long evicted, long persistNanos) {
-    messagesEnqueued.increment();
+  /** {@code messages} were queued by one persist (a publish, or a batch for one session). */
+  public void enqueued(int messages, int outboxMessages, long outboxSizeBytes, long evicted, long persistNanos) {
+    messagesEnqueued.increment(messages);
     outboxDepth.record(outboxMessages);
     outboxBytes.record(outboxSizeBytes);
     if (evicted > 0) messagesEvicted.increment(evicted);

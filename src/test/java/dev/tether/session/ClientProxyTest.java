@@ -15,6 +15,8 @@ import dev.tether.session.ClientProxy.Detach;
 import dev.tether.session.ClientProxy.Detached;
 import dev.tether.session.ClientProxy.Ended;
 import dev.tether.session.ClientProxy.Enqueue;
+import dev.tether.session.ClientProxy.EnqueueAll;
+import dev.tether.session.ClientProxy.EnqueuedAll;
 import dev.tether.session.ClientProxy.EnqueueResult;
 import dev.tether.session.ClientProxy.Enqueued;
 import dev.tether.session.ClientProxy.Event;
@@ -518,6 +520,54 @@ class ClientProxyTest {
     assertEquals(2, welcome.lost());
     assertEquals(3, welcome.replay());
     expectDelivered(back, 3, 4, 5);
+  }
+
+  @Test
+  void enqueueAllPersistsTheRunTogetherAndEvictsAcrossIt() {
+    session = sessionWith(SMALL_OUTBOX); // at most 3 messages
+    ToConnection.Welcome welcome = open();
+    String room = "lounge-" + sessionId;
+    join(welcome.generation(), room);
+    enqueueBackend("{\"n\":1}", "{\"n\":2}");
+
+    var result =
+        session.<EnqueuedAll>runCommand(
+            r ->
+                new EnqueueAll(
+                    List.of(
+                        Draft.fromBackend("{\"n\":3}", null, "k-3"),
+                        Draft.fromBackend("{\"n\":4}", "not-my-room"),
+                        Draft.fromBackend("{\"n\":5}", room),
+                        Draft.fromBackend("{\"n\":3}", null, "k-3"),
+                        Draft.fromBackend("{\"n\":6}", null)),
+                    r));
+
+    assertEquals(
+        List.of(new Enqueued(3, false), new NotDelivered("not-member"), new Enqueued(4, false), new Enqueued(3, true), new Enqueued(5, false)),
+        result.reply().outcomes().stream().map(EnqueuedAll.Outcome::result).toList());
+    // One persist for the three new messages; each names the oldest it pushes out of an outbox of
+    // three, counting the run's own earlier messages.
+    assertEquals(
+        List.of(
+            new MessageQueued(new OutboxMessage(3, "{\"n\":3}", "backend", null, NOW_MS), "api:k-3", 1, 0),
+            new MessageQueued(new OutboxMessage(4, "{\"n\":5}", "backend", room, NOW_MS), null, 0, 1),
+            new MessageQueued(new OutboxMessage(5, "{\"n\":6}", "backend", null, NOW_MS), null, 0, 2)),
+        result.events());
+    assertEquals(List.of(3L, 4L, 5L), new ArrayList<>(result.state().outbox().keySet()));
+    assertEquals(2, result.state().lost());
+    expectDelivered(connection, 1, 2, 3, 4, 5);
+  }
+
+  @Test
+  void enqueueAllForAnUnknownSessionAnswersEveryEntry() {
+    var result =
+        session.<EnqueuedAll>runCommand(
+            r -> new EnqueueAll(List.of(Draft.fromBackend("1", null), Draft.fromBackend("2", null)), r));
+
+    assertTrue(result.hasNoEvents());
+    assertEquals(
+        List.of(new NotDelivered("unknown"), new NotDelivered("unknown")),
+        result.reply().outcomes().stream().map(EnqueuedAll.Outcome::result).toList());
   }
 
   @Test

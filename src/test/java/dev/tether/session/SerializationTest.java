@@ -49,6 +49,7 @@ class SerializationTest {
   static Stream<Object> messages() {
     ActorRef<ToConnection> connection = testKit.<ToConnection>createTestProbe().getRef();
     ActorRef<ClientProxy.EnqueueResult> enqueueReply = testKit.<ClientProxy.EnqueueResult>createTestProbe().getRef();
+    ActorRef<ClientProxy.EnqueuedAll> enqueueAllReply = testKit.<ClientProxy.EnqueuedAll>createTestProbe().getRef();
     ActorRef<ClientProxy.KickResult> kickReply = testKit.<ClientProxy.KickResult>createTestProbe().getRef();
     ActorRef<ClientProxy.StateReply> stateReply = testKit.<ClientProxy.StateReply>createTestProbe().getRef();
     ActorRef<ClientProxy.Receipt> receiptReply = testKit.<ClientProxy.Receipt>createTestProbe().getRef();
@@ -90,6 +91,7 @@ class SerializationTest {
         new ClientProxy.Detach(3, connection),
         new ClientProxy.Enqueue(upstreamDraft, enqueueReply),
         new ClientProxy.Enqueue(backendDraft, enqueueReply),
+        new ClientProxy.EnqueueAll(List.of(backendDraft, idempotentDraft), enqueueAllReply),
         new ClientProxy.Ack(3, 42),
         new ClientProxy.SendUpstream(3, 18, room, "{\"text\":\"hi\"}", false),
         new ClientProxy.Join(3, "lobby"),
@@ -103,6 +105,11 @@ class SerializationTest {
         new ClientProxy.Enqueued(42, false),
         new ClientProxy.Enqueued(0, true),
         new ClientProxy.NotDelivered("not-member"),
+        new ClientProxy.EnqueuedAll(
+            List.of(
+                new ClientProxy.EnqueuedAll.Outcome(42, false, null),
+                new ClientProxy.EnqueuedAll.Outcome(40, true, null),
+                new ClientProxy.EnqueuedAll.Outcome(0, false, "ended"))),
         new ClientProxy.KickResult(true),
         new ClientProxy.StateReply(detached),
         new ClientProxy.StateReply(attached),

@@ -1,0 +1,178 @@
+package dev.tether.api;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.JsonNodeFactory;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.tether.gateway.FrameCodec;
+import dev.tether.session.ClientProxy;
+import dev.tether.session.Delivery;
+import dev.tether.session.Draft;
+import dev.tether.session.Membership;
+import dev.tether.session.Target;
+import dev.tether.telemetry.TetherMetrics;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+
+/**
+ * {@code POST /api/messages}: many publishes in one request (an addition to the contract, see
+ * docs/PROTOCOL.md 8.4). A game server's tick or a chat fan-out sends one request instead of one
+ * per recipient, and every session named in the batch persists all of its entries with one
+ * journal write.
+ *
+ * <p>The whole batch is validated first; a malformed one is refused with 400 and nothing is
+ * queued. A valid batch is answered 202 with one result per entry, in order, once every entry has
+ * its outcome: {@code {"seq":n}} for a session (the original seq for a retry with the same
+ * idempotency key), {@code {"sessions":k}} for a user, {@code {"members":k}} for a room, or
+ * {@code {"error":"not-found"|"unavailable"}}. Entries for the same session are queued in batch
+ * order; entries for different targets are delivered concurrently, so their relative order is
+ * not defined.
+ */
+final class BatchPublish {
+  private final Delivery delivery;
+  private final TetherMetrics metrics;
+  private final int maxMessages;
+
+  BatchPublish(Delivery delivery, TetherMetrics metrics, int maxMessages) {
+    this.delivery = delivery;
+    this.metrics = metrics;
+    this.maxMessages = maxMessages;
+  }
+
+  /** One validated entry: its target, its data as compact JSON, its idempotency key or null. */
+  record Entry(Target target, String data, String idempotencyKey) {}
+
+  /** A batch that cannot be accepted: the 400's message. */
+  static final class Invalid extends Exception {
+    Invalid(String message) {
+      super(message, null, false, false);
+    }
+  }
+
+  /** Reads and validates the whole body; throws {@link Invalid} at the first problem. */
+  List<Entry> parse(JsonNode body) throws Invalid {
+    if (body == null || !body.isObject() || !body.path("messages").isArray()) {
+      throw new Invalid("body must be a JSON object with a 'messages' array");
+    }
+    JsonNode messages = body.get("messages");
+    if (messages.isEmpty() || messages.size() > maxMessages) {
+      throw new Invalid("'messages' must hold 1-" + maxMessages + " entries");
+    }
+    List<Entry> entries = new ArrayList<>(messages.size());
+    for (int i = 0; i < messages.size(); i++) entries.add(parseEntry(messages.get(i), i));
+    return entries;
+  }
+
+  private static Entry parseEntry(JsonNode node, int index) throws Invalid {
+    String at = "messages[" + index + "]: ";
+    if (!node.isObject()) throw new Invalid(at + "must be an object");
+    if (!node.has("data")) throw new Invalid(at + "needs a 'data' field");
+    Target target = null;
+    int targets = 0;
+    for (Target.Kind kind : Target.Kind.values()) {
+      String field = switch (kind) {
+        case SESSION -> "sessionId";
+        case USER -> "userId";
+        case ROOM -> "room";
+      };
+      JsonNode id = node.get(field);
+      if (id == null) continue;
+      targets++;
+      if (!id.isTextual()) throw new Invalid(at + "'" + field + "' must be a string");
+      // A malformed session id cannot exist: that entry is answered not-found, as a single
+      // publish to it would be (404). User ids and room names are checked as the single
+      // endpoints check them (400).
+      if (kind != Target.Kind.SESSION && !FrameCodec.validName(id.asText())) {
+        throw new Invalid(at + "'" + field + "' must be 1-128 characters without control characters");
+      }
+      target = new Target(kind, id.asText());
+    }
+    if (targets != 1) throw new Invalid(at + "needs exactly one of 'sessionId', 'userId', 'room'");
+    JsonNode key = node.get("idempotencyKey");
+    if (key != null && (!key.isTextual() || key.asText().isEmpty() || key.asText().length() > 128)) {
+      throw new Invalid(at + "'idempotencyKey' must be a string of 1-128 characters");
+    }
+    return new Entry(target, node.get("data").toString(), key == null ? null : key.asText());
+  }
+
+  /**
+   * Delivers a validated batch; completes with the answer's body. Never fails: an entry whose
+   * session did not answer in time is reported as {@code unavailable}.
+   */
+  CompletableFuture<ObjectNode> deliver(List<Entry> entries) {
+    ObjectNode[] results = new ObjectNode[entries.size()];
+    List<CompletableFuture<Void>> pending = new ArrayList<>();
+
+    // Entries for one session go to it together, in batch order.
+    Map<String, List<Integer>> bySession = new LinkedHashMap<>();
+    for (int i = 0; i < entries.size(); i++) {
+      Entry entry = entries.get(i);
+      metrics.apiPublish(entry.target().kind().name().toLowerCase());
+      switch (entry.target().kind()) {
+        case SESSION -> bySession.computeIfAbsent(entry.target().id(), id -> new ArrayList<>()).add(i);
+        case USER, ROOM -> pending.add(deliverToGroup(entry, i, results));
+      }
+    }
+    bySession.forEach((sessionId, indexes) -> pending.add(deliverToSession(sessionId, indexes, entries, results)));
+
+    return CompletableFuture.allOf(pending.toArray(CompletableFuture[]::new))
+        .thenApply(
+            done -> {
+              ObjectNode answer = JsonNodeFactory.instance.objectNode();
+              ArrayNode list = answer.putArray("results");
+              for (ObjectNode result : results) list.add(result);
+              return answer;
+            });
+  }
+
+  private CompletableFuture<Void> deliverToSession(
+      String sessionId, List<Integer> indexes, List<Entry> entries, ObjectNode[] results) {
+    if (!FrameCodec.validSessionId(sessionId)) {
+      for (int i : indexes) results[i] = error("not-found");
+      return CompletableFuture.completedFuture(null);
+    }
+    List<Draft> drafts = new ArrayList<>(indexes.size());
+    for (int i : indexes) drafts.add(Draft.fromBackend(entries.get(i).data(), null, entries.get(i).idempotencyKey()));
+    return delivery
+        .toSessionAll(sessionId, drafts)
+        .toCompletableFuture()
+        .handle(
+            (answer, failure) -> {
+              for (int k = 0; k < indexes.size(); k++) {
+                int i = indexes.get(k);
+                if (failure != null) results[i] = error("unavailable");
+                else if (answer.outcomes().get(k).result() instanceof ClientProxy.Enqueued queued) results[i] = seq(queued.seq());
+                else results[i] = error("not-found");
+              }
+              return null;
+            });
+  }
+
+  private CompletableFuture<Void> deliverToGroup(Entry entry, int index, ObjectNode[] results) {
+    boolean room = entry.target().kind() == Target.Kind.ROOM;
+    String groupId = room ? Membership.roomId(entry.target().id()) : Membership.userId(entry.target().id());
+    Draft draft = Draft.fromBackend(entry.data(), room ? entry.target().id() : null, entry.idempotencyKey());
+    return delivery
+        .toGroup(groupId, draft, null)
+        .toCompletableFuture()
+        .handle(
+            (count, failure) -> {
+              results[index] =
+                  failure != null
+                      ? error("unavailable")
+                      : JsonNodeFactory.instance.objectNode().put(room ? "members" : "sessions", count);
+              return null;
+            });
+  }
+
+  private static ObjectNode seq(long seq) {
+    return JsonNodeFactory.instance.objectNode().put("seq", seq);
+  }
+
+  private static ObjectNode error(String code) {
+    return JsonNodeFactory.instance.objectNode().put("error", code);
+  }
+}
