@@ -144,11 +144,16 @@ class SecurityScenarioTest {
     Random random = new Random(7);
     String[] paths = {
       "/api/sessions/%s/messages", "/api/users/%s/messages", "/api/rooms/%s/messages", "/api/sessions/%s",
-      "/api/sessions/%s/messages/%s", "/api/%s", "/%s"
+      "/api/sessions/%s/messages/%s", "/api/%s", "/%s", "/api/messages"
     };
     String[] bodies = {
       "", "{", "null", "[]", "{\"data\":", "{\"data\":1}", "{\"nodata\":1}", "\u0000\u0001", "{\"data\":" + "[".repeat(5000) + "}",
-      "{\"data\":\"" + "\\ud800" + "\"}", "9".repeat(500)
+      "{\"data\":\"" + "\\ud800" + "\"}", "9".repeat(500),
+      // batch publish shapes
+      "{\"messages\":", "{\"messages\":\"x\"}", "{\"messages\":[{}]}", "{\"messages\":[null]}",
+      "{\"messages\":[{\"sessionId\":\"s_1\",\"data\":1}]}", "{\"messages\":[{\"room\":[],\"data\":1}]}",
+      "{\"messages\":[" + "{\"userId\":\"u\",\"data\":1},".repeat(2000) + "{}]}",
+      "{\"messages\":[{\"userId\":\"u\",\"data\":" + "[".repeat(5000) + "}]}"
     };
     for (int i = 0; i < 600; i++) {
       String segment = switch (random.nextInt(4)) {
