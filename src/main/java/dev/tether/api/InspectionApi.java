@@ -18,6 +18,7 @@ import java.util.concurrent.CompletionStage;
 import java.util.function.Function;
 import org.apache.pekko.actor.Address;
 import org.apache.pekko.actor.typed.ActorSystem;
+import dev.tether.Asks;
 import org.apache.pekko.actor.typed.javadsl.AskPattern;
 import org.apache.pekko.cluster.Member;
 import org.apache.pekko.cluster.sharding.ShardRegion;
@@ -134,9 +135,10 @@ public final class InspectionApi extends AllDirectives {
     }
     if (seq < 1) return badRequest("seq must be a positive integer");
     CompletionStage<ClientProxy.Receipt> live =
-        sharding
-            .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
-            .ask(replyTo -> new ClientProxy.GetReceipt(seq, replyTo), timeout);
+        Asks.direct(
+            sharding
+                .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
+                .ask(replyTo -> new ClientProxy.GetReceipt(seq, replyTo), timeout));
     // The live session knows the status; the read model knows the times (and, once the session
     // is gone, the only status left).
     CompletionStage<ObjectNode> body =
@@ -231,11 +233,12 @@ public final class InspectionApi extends AllDirectives {
   private CompletionStage<ShardRegion.ClusterShardingStats> shardingStats(EntityTypeKey<?> key) {
     // The regions get a little less than the HTTP ask, so a slow one is left out, not the whole answer.
     Duration regionTimeout = timeout.multipliedBy(3).dividedBy(4);
-    return AskPattern.ask(
-        sharding.shardState(),
-        replyTo -> new GetClusterShardingStats(key, regionTimeout, replyTo),
-        timeout,
-        system.scheduler());
+    return Asks.direct(
+        AskPattern.ask(
+            sharding.shardState(),
+            replyTo -> new GetClusterShardingStats(key, regionTimeout, replyTo),
+            timeout,
+            system.scheduler()));
   }
 
   private static ObjectNode regionJson(ShardRegion.ClusterShardingStats stats, Address address) {

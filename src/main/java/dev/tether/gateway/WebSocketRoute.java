@@ -7,6 +7,7 @@ import java.nio.charset.StandardCharsets;
 import org.apache.pekko.NotUsed;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.ActorSystem;
+import dev.tether.Asks;
 import dev.tether.telemetry.TelemetryInterceptor;
 import org.apache.pekko.actor.typed.MailboxSelector;
 import org.apache.pekko.event.Logging;
@@ -146,9 +147,10 @@ public final class WebSocketRoute extends AllDirectives {
     TextMessage text = message.asTextMessage();
     if (text.isStrict()) return CompletableFuture.completedFuture(decodeText(text.getStrictText(), limit));
     // A fragmented message is collected only up to the limit; the rest is discarded unread.
-    return text.getStreamedText()
-        .limitWeighted(limit, part -> (long) part.length())
-        .runFold(new StringBuilder(), StringBuilder::append, materializer)
+    return Asks.direct(
+            text.getStreamedText()
+                .limitWeighted(limit, part -> (long) part.length())
+                .runFold(new StringBuilder(), StringBuilder::append, materializer))
         .thenApply(collected -> decodeText(collected.toString(), limit))
         .exceptionally(
             failure ->

@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionStage;
+import dev.tether.Asks;
 import org.apache.pekko.Done;
 import org.apache.pekko.actor.typed.ActorSystem;
 import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
@@ -12,7 +13,8 @@ import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
 /**
  * Routes a downstream message to the sessions a target names, wherever in the cluster they live:
  * one session, every session of a user, or every member of a room. Each session persists the
- * message in its outbox before it answers, so a completed stage means "durably queued".
+ * message in its outbox before it answers, so a completed stage means "durably queued". Answers
+ * come back as {@link Asks#direct} futures: what callers chain on them runs in place.
  */
 public final class Delivery {
   private final ActorSystem<?> system;
@@ -27,16 +29,18 @@ public final class Delivery {
 
   /** Queues the message for one session. */
   public CompletionStage<ClientProxy.EnqueueResult> toSession(String sessionId, Draft draft) {
-    return sharding
-        .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
-        .ask(replyTo -> new ClientProxy.Enqueue(draft, replyTo), timeout);
+    return Asks.direct(
+        sharding
+            .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
+            .ask(replyTo -> new ClientProxy.Enqueue(draft, replyTo), timeout));
   }
 
   /** Queues several messages for one session, in this order, with one persist and one answer. */
   public CompletionStage<ClientProxy.EnqueuedAll> toSessionAll(String sessionId, List<Draft> drafts) {
-    return sharding
-        .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
-        .ask(replyTo -> new ClientProxy.EnqueueAll(drafts, replyTo), timeout);
+    return Asks.direct(
+        sharding
+            .entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId)
+            .ask(replyTo -> new ClientProxy.EnqueueAll(drafts, replyTo), timeout));
   }
 
   /**
@@ -44,9 +48,10 @@ public final class Delivery {
    * sessions queued it. Members that turn out to be gone are removed from the group.
    */
   public CompletionStage<Integer> toGroup(String groupId, Draft draft, String excludeSessionId) {
-    return sharding
-        .entityRefFor(Membership.ENTITY_TYPE_KEY, groupId)
-        .<Membership.Members>ask(Membership.GetMembers::new, timeout)
+    return Asks.direct(
+            sharding
+                .entityRefFor(Membership.ENTITY_TYPE_KEY, groupId)
+                .<Membership.Members>ask(Membership.GetMembers::new, timeout))
         .thenCompose(
             members -> {
               List<CompletableFuture<Integer>> each = new ArrayList<>();
@@ -73,9 +78,10 @@ public final class Delivery {
 
   /** Adds a session to a group (a room's members, a user's sessions); idempotent. */
   public CompletionStage<Done> addMember(String groupId, String sessionId) {
-    return sharding
-        .entityRefFor(Membership.ENTITY_TYPE_KEY, groupId)
-        .ask(replyTo -> new Membership.Add(sessionId, replyTo), timeout);
+    return Asks.direct(
+        sharding
+            .entityRefFor(Membership.ENTITY_TYPE_KEY, groupId)
+            .ask(replyTo -> new Membership.Add(sessionId, replyTo), timeout));
   }
 
   /** Removes a session from a group, without waiting; idempotent. */

@@ -3,6 +3,7 @@ package dev.tether.telemetry;
 import java.time.Duration;
 import java.util.List;
 import org.apache.pekko.actor.typed.ActorSystem;
+import dev.tether.Asks;
 import org.apache.pekko.actor.typed.javadsl.AskPattern;
 import org.apache.pekko.cluster.sharding.ShardRegion;
 import org.apache.pekko.cluster.sharding.typed.GetShardRegionState;
@@ -26,11 +27,12 @@ public final class ShardGauges {
   }
 
   private static void refresh(ActorSystem<?> system, TetherMetrics metrics, EntityTypeKey<?> type) {
-    AskPattern.<org.apache.pekko.cluster.sharding.typed.ClusterShardingQuery, ShardRegion.CurrentShardRegionState>ask(
-            ClusterSharding.get(system).shardState(),
-            replyTo -> new GetShardRegionState(type, replyTo),
-            Duration.ofSeconds(3),
-            system.scheduler())
+    Asks.direct(
+            AskPattern.<org.apache.pekko.cluster.sharding.typed.ClusterShardingQuery, ShardRegion.CurrentShardRegionState>ask(
+                ClusterSharding.get(system).shardState(),
+                replyTo -> new GetShardRegionState(type, replyTo),
+                Duration.ofSeconds(3),
+                system.scheduler()))
         .thenAccept(
             state -> {
               int entities = 0;
