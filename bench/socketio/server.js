@@ -5,6 +5,9 @@
 //
 //   POST /api/sessions/{sid}/messages {"data":...}  -> io.to(sid).emit("msg", data)   202 {"members":k}
 //   POST /api/rooms/{room}/messages   {"data":...}  -> io.to(room).emit("msg", data)  202 {"members":k}
+//   POST /api/messages {"messages":[{"sessionId"|"room":id,"data":...},...]}
+//                                                   -> one emit per entry, as Tether's batch publish
+//                                                      202 {"results":[{"members":k},...]}
 //   GET  /health                                    -> 200 once listening
 //   GET  /stats[?gc=1]                              -> process.memoryUsage() (after a full GC with gc=1)
 //
@@ -81,6 +84,20 @@ const httpServer = http.createServer((req, res) => {
       recoverySessions: adapter.sessions ? adapter.sessions.size : 0,
       recoveryPackets: adapter.packets ? adapter.packets.length : 0,
       counters,
+    });
+  }
+  if (req.method === "POST" && url.pathname === "/api/messages") {
+    return readJson(req, res, (body) => {
+      if (body === null || typeof body !== "object" || !Array.isArray(body.messages)) {
+        return reply(res, 400, { error: "bad-request", message: "messages missing" });
+      }
+      const results = body.messages.map((entry) => {
+        const target = String(entry.sessionId ?? entry.room);
+        io.to(target).emit("msg", entry.data);
+        counters.published++;
+        return { members: members(target) };
+      });
+      reply(res, 202, { results });
     });
   }
   // /api/sessions/{sid}/messages and /api/rooms/{room}/messages

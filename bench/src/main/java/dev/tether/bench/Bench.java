@@ -72,8 +72,8 @@ public final class Bench {
     d.put("tether-jar", "target/tether-under-test.jar");
     d.put("tether-java-opts", "");
     d.put("client", "jdk"); // jdk | raw (lean NIO clients; density against Tether only)
-    d.put("nodes", "1");
-    d.put("event-timeout-s", "900"); // how long the driver waits for each worker barrier (raise for 100k sessions) // Tether only: gateway processes in one cluster, sharing node 1's embedded PostgreSQL
+    d.put("nodes", "1"); // Tether only: gateway processes in one cluster, sharing node 1's embedded PostgreSQL
+    d.put("event-timeout-s", "900"); // how long the driver waits for each worker barrier (raise for 100k sessions)
     d.put("node-opts", "");
     d.put("jfr", "false");
     d.put("out", "results");
@@ -103,6 +103,7 @@ public final class Bench {
         d.put("concurrency", "64");
         d.put("mode", "session");
         d.put("room-size", "10");
+        d.put("batch", "1"); // session mode: messages per request (POST /api/messages) when > 1
         d.put("drain-s", "20");
       }
       case "latency" -> {
@@ -112,6 +113,7 @@ public final class Bench {
         d.put("rate", "500"); // messages per second, all workers together
         d.put("mode", "session");
         d.put("room-size", "10");
+        d.put("batch", "1"); // session mode: messages per request (POST /api/messages) when > 1
         d.put("concurrency", "64");
         d.put("drain-s", "20");
       }
@@ -449,6 +451,7 @@ public final class Bench {
         m.put("duration_s", i("duration-s"));
         if (scenario.equals("throughput")) m.put("concurrency", i("concurrency"));
         else m.put("target_rate", d("rate"));
+        m.put("batch", i("batch"));
         m.put("deliveries_per_s", Math.round(10.0 * c.get("windowReceipts") / i("duration-s")) / 10.0);
         m.put("publishes_per_s_total", Math.round(10.0 * c.get("published") / (i("duration-s") + i("warmup-s"))) / 10.0);
         Hist lat = h.get("latency");
@@ -961,6 +964,7 @@ public final class Bench {
       if (opt.containsKey("concurrency")) cfg.concurrency = Math.max(1, i("concurrency") / k);
       if (opt.containsKey("mode")) cfg.mode = opt.get("mode");
       if (opt.containsKey("room-size")) cfg.roomSize = i("room-size");
+      if (opt.containsKey("batch")) cfg.batch = i("batch");
       if (opt.containsKey("missed")) cfg.missed = i("missed");
       if (opt.containsKey("resume-concurrency")) cfg.resumeConcurrency = i("resume-concurrency");
       if (opt.containsKey("rate")) {

@@ -1,6 +1,7 @@
 package dev.tether.bench;
 
 import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
@@ -64,6 +65,7 @@ public final class Worker {
     public int concurrency = 64;
     public String mode = "session"; // session | room
     public int roomSize = 10;
+    public int batch = 1; // throughput/latency, session mode: messages per publish request (POST /api/messages)
     public double rate = 500; // latency: messages/s for this worker
     // resume-idle
     public int missed = 100;
@@ -377,9 +379,11 @@ public final class Worker {
           sem.acquire();
         }
         CompletableFuture<Boolean> f =
-            rooms.isEmpty()
-                ? publishSession(conns.get((int) (rr.getAndIncrement() % conns.size())), intended)
-                : publishRoom(rooms.get((int) (rr.getAndIncrement() % rooms.size())), intended);
+            !rooms.isEmpty()
+                ? publishRoom(rooms.get((int) (rr.getAndIncrement() % rooms.size())), intended)
+                : cfg.batch > 1
+                    ? publishBatch(nextTargets(rr), intended)
+                    : publishSession(conns.get((int) (rr.getAndIncrement() % conns.size())), intended);
         f.whenComplete((x, e) -> sem.release());
       }
       sem.acquire(1024);
@@ -394,9 +398,11 @@ public final class Worker {
       return;
     }
     CompletableFuture<Boolean> f =
-        rooms.isEmpty()
-            ? publishSession(conns.get((int) (rr.getAndIncrement() % conns.size())), System.nanoTime())
-            : publishRoom(rooms.get((int) (rr.getAndIncrement() % rooms.size())), System.nanoTime());
+        !rooms.isEmpty()
+            ? publishRoom(rooms.get((int) (rr.getAndIncrement() % rooms.size())), System.nanoTime())
+            : cfg.batch > 1
+                ? publishBatch(nextTargets(rr), System.nanoTime())
+                : publishSession(conns.get((int) (rr.getAndIncrement() % conns.size())), System.nanoTime());
     f.whenComplete((x, e) -> lane(rooms, rr, end, done));
   }
 
@@ -530,6 +536,47 @@ public final class Worker {
             });
   }
 
+  /** The next {@code batch} sessions in round-robin order (distinct while batch <= n). */
+  private List<Conn> nextTargets(AtomicLong rr) {
+    List<Conn> targets = new ArrayList<>(cfg.batch);
+    for (int i = 0; i < cfg.batch; i++) targets.add(conns.get((int) (rr.getAndIncrement() % conns.size())));
+    return targets;
+  }
+
+  /**
+   * One batch publish: {@code POST /api/messages} with one entry per target session (both
+   * servers take the same body). Accepted entries are those the answer gives a seq (Tether) or
+   * all of them on a 202 (the baseline, which cannot tell).
+   */
+  CompletableFuture<Boolean> publishBatch(List<Conn> targets, long t) {
+    StringBuilder body = new StringBuilder("{\"messages\":[");
+    int[] keys = new int[targets.size()];
+    for (int i = 0; i < targets.size(); i++) {
+      Conn c = targets.get(i);
+      if (c.target == null) {
+        keys[i] = -1;
+        continue;
+      }
+      keys[i] = c.newKey();
+      String entry = body(keys[i], t);
+      if (body.charAt(body.length() - 1) != '[') body.append(',');
+      body.append("{\"sessionId\":").append(JSON.getNodeFactory().textNode(c.target).toString()).append(',').append(entry, 1, entry.length());
+    }
+    body.append("]}");
+    return postForBody("/api/messages", body.toString(), targets.size())
+        .thenApply(
+            answer -> {
+              if (answer == null) return false;
+              JsonNode results = answer.path("results");
+              for (int i = 0, r = 0; i < targets.size(); i++) {
+                if (keys[i] < 0) continue;
+                JsonNode result = results.isArray() ? results.get(r++) : null;
+                if (result == null || !result.has("error")) targets.get(i).markAccepted(keys[i]);
+              }
+              return true;
+            });
+  }
+
   CompletableFuture<Boolean> publishRoom(Room r, long t) {
     int key = r.next.getAndIncrement();
     return post("/api/rooms/" + URLEncoder.encode(r.name, StandardCharsets.UTF_8) + "/messages", body(key, t))
@@ -541,6 +588,11 @@ public final class Worker {
   }
 
   private CompletableFuture<Boolean> post(String path, String body) {
+    return postForBody(path, body, 1).thenApply(answer -> answer != null);
+  }
+
+  /** POSTs; completes with the 202's JSON body ({@code {}} if none), or null on any other outcome. */
+  private CompletableFuture<JsonNode> postForBody(String path, String body, int messages) {
     HttpRequest req =
         HttpRequest.newBuilder(URI.create("http://" + cfg.host + ":" + cfg.port + path))
             .timeout(Duration.ofSeconds(30))
@@ -554,16 +606,20 @@ public final class Worker {
                 pubErrors.incrementAndGet();
                 pubStatus.computeIfAbsent(-1, k -> new AtomicLong()).incrementAndGet();
                 note("publish failed: " + e);
-                return false;
+                return null;
               }
               pubStatus.computeIfAbsent(resp.statusCode(), k -> new AtomicLong()).incrementAndGet();
               if (resp.statusCode() == 202) {
-                published.incrementAndGet();
-                return true;
+                published.addAndGet(messages);
+                try {
+                  return resp.body().isEmpty() ? JSON.createObjectNode() : JSON.readTree(resp.body());
+                } catch (Exception parse) {
+                  return JSON.createObjectNode();
+                }
               }
               pubErrors.incrementAndGet();
               note("publish " + path + " -> " + resp.statusCode() + " " + resp.body());
-              return false;
+              return null;
             });
   }
 
