@@ -148,6 +148,10 @@ public final class InspectionApi extends AllDirectives {
               String status = receipt.status();
               if ("no-session".equals(status)) {
                 status = row.map(r -> r.ackedAt() != null ? "acked" : r.lost() ? "lost" : "unknown").orElse("unknown");
+              } else if ("acked".equals(status) && row.map(InspectionStore.MessageRow::lost).orElse(false)) {
+                // The session knows only its cumulative ack: a message dropped by overflow before
+                // it was read is below a later ack too. The history knows it was lost.
+                status = "lost";
               }
               ObjectNode node = JSON.createObjectNode();
               node.put("sessionId", sessionId);
