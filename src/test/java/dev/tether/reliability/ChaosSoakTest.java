@@ -41,6 +41,8 @@ class ChaosSoakTest {
   private static final int SECONDS = Integer.getInteger("tether.chaos.seconds", 15);
   private static final int ROOM_SIZE = 10;
   private static final int PROXIES = 4;
+  /** Entries in every other backend publish (a batch); the others publish one message. */
+  private static final int API_BATCH = 8;
 
   /** One simulated user: its client, what it received, what it sent and had confirmed. */
   static final class Player implements TetherClient.Listener {
@@ -95,7 +97,7 @@ class ChaosSoakTest {
         for (Player p : players) p.client.join(p.room);
         awaitRoomsJoined(api, players);
 
-        Map<String, List<Long>> publishedSeqs = new ConcurrentHashMap<>();
+        Map<String, Map<Long, Integer>> publishedSeqs = new ConcurrentHashMap<>();
         AtomicBoolean running = new AtomicBoolean(true);
         Random random = new Random(2026);
         List<Thread> threads = new ArrayList<>();
@@ -153,19 +155,44 @@ class ChaosSoakTest {
     }
   }
 
+  /**
+   * Backend publishes, recorded as session → (seq → the publish's number) for every entry the API
+   * answered with a seq. Every other round is a batch ({@code POST /api/messages}) of
+   * {@link #API_BATCH} random sessions, so both publish paths run under the faults.
+   */
   private static void publishLoop(
-      Api api, List<Player> players, Map<String, List<Long>> published, AtomicBoolean running, Random random) {
+      Api api, List<Player> players, Map<String, Map<Long, Integer>> published, AtomicBoolean running, Random random) {
     int n = 0;
     Map<Integer, Integer> statuses = new HashMap<>();
     long slowest = 0;
-    while (running.get()) {
-      Player p = players.get(random.nextInt(players.size()));
-      String id = p.client.sessionId();
+    for (int round = 0; running.get(); round++) {
+      List<String> ids = new ArrayList<>();
+      List<Integer> numbers = new ArrayList<>();
+      StringBuilder batch = new StringBuilder("{\"messages\":[");
+      int entries = round % 2 == 0 ? 1 : API_BATCH;
+      for (int i = 0; i < entries; i++) {
+        ids.add(players.get(random.nextInt(players.size())).client.sessionId());
+        numbers.add(n);
+        if (i > 0) batch.append(',');
+        batch.append("{\"sessionId\":\"").append(ids.get(i)).append("\",\"data\":{\"api\":").append(n++).append("}}");
+      }
       long start = System.nanoTime();
-      Api.Response r = api.post("/api/sessions/" + id + "/messages", "{\"data\":{\"api\":" + (n++) + "}}");
+      Api.Response r =
+          entries == 1
+              ? api.post("/api/sessions/" + ids.get(0) + "/messages", "{\"data\":{\"api\":" + numbers.get(0) + "}}")
+              : api.post("/api/messages", batch.append("]}").toString());
       slowest = Math.max(slowest, (System.nanoTime() - start) / 1_000_000);
       statuses.merge(r.status(), 1, Integer::sum);
-      if (r.status() == 202) published.computeIfAbsent(id, k -> new CopyOnWriteArrayList<>()).add(r.json().get("seq").asLong());
+      if (r.status() == 202) {
+        JsonNode results = entries == 1 ? null : r.json().get("results");
+        for (int i = 0; i < entries; i++) {
+          JsonNode result = entries == 1 ? r.json() : results.get(i);
+          // An entry answered "unavailable" may or may not have been queued: only seqs are promises.
+          if (result.has("seq")) {
+            published.computeIfAbsent(ids.get(i), k -> new ConcurrentHashMap<>()).put(result.get("seq").asLong(), numbers.get(i));
+          }
+        }
+      }
       sleepQuietly(20);
     }
     System.out.println("chaos soak publisher: statuses " + statuses + ", slowest " + slowest + " ms");
@@ -210,14 +237,14 @@ class ChaosSoakTest {
    * it must: each confirmed chat of its room plus each API publish to it (a confirmed send is
    * durably accepted at once, but handed to the room's members a moment later).
    */
-  private static void settle(Api api, List<Player> players, Map<String, List<Long>> published)
+  private static void settle(Api api, List<Player> players, Map<String, Map<Long, Integer>> published)
       throws InterruptedException {
     long deadline = System.nanoTime() + Duration.ofSeconds(90).toNanos();
     for (Player p : players) {
       while (true) {
         boolean connected = p.client.state() == TetherClient.State.CONNECTED;
         long serverLast = connected ? api.get("/api/sessions/" + p.client.sessionId()).json().path("lastSeq").asLong(-1) : -1;
-        long expected = published.getOrDefault(p.client.sessionId(), List.of()).size();
+        long expected = published.getOrDefault(p.client.sessionId(), Map.of()).size();
         for (Player sender : players) if (sender.room.equals(p.room)) expected += sender.confirmedSends.size();
         if (connected && serverLast == p.client.lastSeq() && p.client.pendingCount() == 0 && p.client.lastSeq() >= expected) {
           break;
@@ -232,7 +259,8 @@ class ChaosSoakTest {
     }
   }
 
-  private static void verify(Api api, List<Player> players, Map<String, List<Long>> published) throws Exception {
+  private static void verify(Api api, List<Player> players, Map<String, Map<Long, Integer>> published)
+      throws Exception {
     Map<String, Map<String, Integer>> roomCopies = new HashMap<>(); // player -> "sender:n" -> count
     int totalReceived = 0;
     for (Player p : players) {
@@ -244,8 +272,12 @@ class ChaosSoakTest {
         assertEquals(i + 1L, seqs.get(i), "player " + p.index + " stream " + seqs);
       }
       totalReceived += seqs.size();
-      for (Long seq : published.getOrDefault(p.client.sessionId(), List.of())) {
+      // Every publish answered with a seq arrived under that seq.
+      for (Map.Entry<Long, Integer> promised : published.getOrDefault(p.client.sessionId(), Map.of()).entrySet()) {
+        long seq = promised.getKey();
         assertTrue(seq <= seqs.size(), "published seq " + seq + " reached player " + p.index);
+        JsonNode data = JSON.readTree(p.received.get((int) seq - 1).data());
+        assertEquals(promised.getValue().intValue(), data.path("api").asInt(-1), "player " + p.index + " seq " + seq);
       }
       Map<String, Integer> copies = new HashMap<>();
       for (TetherClient.Message m : p.received) {
@@ -277,7 +309,7 @@ class ChaosSoakTest {
     assertTrue(totalReceived > confirmed, "received " + totalReceived);
     System.out.printf(
         "chaos soak: %d clients, %d s, %d confirmed sends, %d messages received, %d API publishes%n",
-        CLIENTS, SECONDS, confirmed, totalReceived, published.values().stream().mapToInt(List::size).sum());
+        CLIENTS, SECONDS, confirmed, totalReceived, published.values().stream().mapToInt(Map::size).sum());
   }
 
   private static List<String> fromSender(Player member, int sender) {
