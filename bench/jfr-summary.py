@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Summarises a JFR recording of Tether: CPU by thread group, hot frames, time blocked on sockets.
 
-    python3 bench/jfr-summary.py bench/results/<run>.jfr [top]
+    python3 bench/jfr-summary.py bench/results/<run>.jfr [top] [--skip-s N]
+
+--skip-s N leaves out the recording's first N seconds (a run's warm-up, while C2 still compiles),
+so what remains is the steady state: `bench.sh throughput --warmup-s 200 --jfr true`, then
+`--skip-s 200`.
 
 Uses the JDK's `jfr print`. Thread groups are thread names with digits stripped
 (tether-pekko.actor.default-dispatcher-12 -> tether-pekko.actor.default-dispatcher-#).
@@ -12,9 +16,33 @@ import subprocess
 import sys
 
 
+SKIP_S = 0.0
+
+
+def seconds_of_day(event):
+    m = re.search(r"startTime = (\d+):(\d+):([\d.]+)", event)
+    return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3)) if m else None
+
+
 def events(jfr, name):
     out = subprocess.run(["jfr", "print", "--events", name, jfr], capture_output=True, text=True, check=True).stdout
-    return out.split(name + " {")[1:]
+    found = out.split(name + " {")[1:]
+    if SKIP_S <= 0:
+        return found
+    start = recording_start(jfr)
+    # Recordings here last minutes, not days: a time earlier than the start means midnight passed.
+    return [e for e in found if (seconds_of_day(e) - start) % 86400 >= SKIP_S]
+
+
+_start = {}
+
+
+def recording_start(jfr):
+    if jfr not in _start:
+        out = subprocess.run(["jfr", "summary", jfr], capture_output=True, text=True, check=True).stdout
+        m = re.search(r"Start: \S+ (\d+):(\d+):([\d.]+)", out)
+        _start[jfr] = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    return _start[jfr]
 
 
 def group(thread):
@@ -29,8 +57,14 @@ def ms(text):
 
 
 def main():
-    jfr = sys.argv[1]
-    top = int(sys.argv[2]) if len(sys.argv) > 2 else 25
+    global SKIP_S
+    args = sys.argv[1:]
+    if "--skip-s" in args:
+        i = args.index("--skip-s")
+        SKIP_S = float(args[i + 1])
+        del args[i : i + 2]
+    jfr = args[0]
+    top = int(args[1]) if len(args) > 1 else 25
 
     # CPU by thread group: jdk.ThreadCPULoad gives each thread's share of the machine per period.
     load = collections.defaultdict(float)
