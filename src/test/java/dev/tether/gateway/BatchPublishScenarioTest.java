@@ -88,11 +88,7 @@ class BatchPublishScenarioTest {
 
   @Test
   void entriesQueuedWhileDetachedAreReplayedOnResume() {
-    JsonNode welcome;
-    try (WsClient ws = WsClient.connect(node.port())) {
-      welcome = ws.hello("batch-carol");
-      ws.drop();
-    }
+    JsonNode welcome = WsClient.helloThenDrop(node.port(), "batch-carol");
     String id = welcome.get("sessionId").asText();
     api.awaitSessionState(id, "detached", Duration.ofSeconds(10));
     String[] list = new String[25];

@@ -317,11 +317,7 @@ class GatewayScenarioTest {
 
   @Test
   void replayAndLiveRaceHasNoGapNorDuplicate() throws Exception {
-    JsonNode welcome;
-    try (WsClient ws = WsClient.connect(node.port())) {
-      welcome = ws.hello("kate");
-      ws.drop();
-    }
+    JsonNode welcome = WsClient.helloThenDrop(node.port(), "kate");
     String id = welcome.get("sessionId").asText();
     awaitState(id, "detached");
     for (int i = 0; i < 10; i++) api.publishToSession(id, "{\"i\":" + i + "}");
@@ -355,11 +351,7 @@ class GatewayScenarioTest {
 
   @Test
   void outboxOverflowIsReportedAsLost() {
-    JsonNode welcome;
-    try (WsClient ws = WsClient.connect(node.port())) {
-      welcome = ws.hello("liam");
-      ws.drop();
-    }
+    JsonNode welcome = WsClient.helloThenDrop(node.port(), "liam");
     String id = welcome.get("sessionId").asText();
     awaitState(id, "detached");
     int published = OUTBOX_MAX + 5;

@@ -73,11 +73,7 @@ class TimeoutScenarioTest {
 
   @Test
   void expiresAfterGrace() {
-    JsonNode welcome;
-    try (WsClient ws = WsClient.connect(node.port())) {
-      welcome = ws.hello("late");
-      ws.drop();
-    }
+    JsonNode welcome = WsClient.helloThenDrop(node.port(), "late");
     String id = welcome.get("sessionId").asText();
     api.awaitStatus("/api/sessions/" + id, 404, Duration.ofSeconds(10));
     assertEquals(0, TestDatabase.count(dbUrl, "SELECT count(*) FROM event_journal WHERE persistence_id = ?", "ClientProxy|" + id));

@@ -44,11 +44,7 @@ class TwoNodeScenarioTest {
       Api apiB = new Api(b.port());
 
       // A session created through A resumes through B with what it missed.
-      JsonNode welcome;
-      try (WsClient ws = WsClient.connect(a.port())) {
-        welcome = ws.hello("uma");
-        ws.drop();
-      }
+      JsonNode welcome = WsClient.helloThenDrop(a.port(), "uma");
       String id = welcome.get("sessionId").asText();
       RestartScenarioTest.awaitState(apiA, id, "detached");
       apiA.publishToSession(id, "{\"via\":\"A\"}");

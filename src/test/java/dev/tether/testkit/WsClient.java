@@ -45,6 +45,18 @@ public final class WsClient implements AutoCloseable {
     return new WsClient(port, true);
   }
 
+  /**
+   * Starts a session as {@code user} and pulls the plug at once (no close frame): the session is
+   * left to its grace period. Returns the welcome, whose token resumes it.
+   */
+  public static JsonNode helloThenDrop(int port, String user) {
+    try (WsClient ws = connect(port)) {
+      JsonNode welcome = ws.hello(user);
+      ws.drop();
+      return welcome;
+    }
+  }
+
   /** A client that reads nothing until {@link #read(long)} is called: a slow consumer. */
   public static WsClient connectWithoutReading(int port) {
     return new WsClient(port, false);
