@@ -9,6 +9,7 @@ import dev.tether.session.ClientProxy;
 import dev.tether.session.Delivery;
 import dev.tether.session.Draft;
 import dev.tether.session.Membership;
+import dev.tether.session.OutboxMessage;
 import dev.tether.session.Target;
 import dev.tether.telemetry.TetherMetrics;
 import java.util.ArrayList;
@@ -110,7 +111,7 @@ final class BatchPublish {
     Map<String, List<Integer>> bySession = new LinkedHashMap<>();
     for (int i = 0; i < entries.size(); i++) {
       Entry entry = entries.get(i);
-      metrics.apiPublish(entry.target().kind().name().toLowerCase());
+      metrics.apiPublish(entry.target().kind().name().toLowerCase(java.util.Locale.ROOT));
       switch (entry.target().kind()) {
         case SESSION -> bySession.computeIfAbsent(entry.target().id(), id -> new ArrayList<>()).add(i);
         case USER, ROOM -> pending.add(deliverToGroup(entry, i, results));
@@ -128,27 +129,73 @@ final class BatchPublish {
             });
   }
 
+  /**
+   * The most one {@code EnqueueAll} carries. It crosses the cluster as one Artery message when the
+   * session lives on another node, and Artery drops a message over its frame size (256 KiB by
+   * default, {@code pekko.remote.artery.advanced.maximum-frame-size}); a session's larger run is
+   * sent in pieces of at most this size, one after the other.
+   */
+  static final long MAX_PIECE_BYTES = 128 * 1024;
+
   private CompletableFuture<Void> deliverToSession(
       String sessionId, List<Integer> indexes, List<Entry> entries, ObjectNode[] results) {
     if (!FrameCodec.validSessionId(sessionId)) {
       for (int i : indexes) results[i] = error("not-found");
       return CompletableFuture.completedFuture(null);
     }
-    List<Draft> drafts = new ArrayList<>(indexes.size());
-    for (int i : indexes) drafts.add(Draft.fromBackend(entries.get(i).data(), null, entries.get(i).idempotencyKey()));
+    // In order: a piece is sent once the one before it was confirmed. After a piece that was not
+    // confirmed, the rest are not sent (answered unavailable), so a retry cannot reorder them.
+    CompletableFuture<Boolean> confirmed = CompletableFuture.completedFuture(true);
+    for (List<Integer> piece : pieces(indexes, entries)) {
+      confirmed =
+          confirmed.thenCompose(
+              ok -> ok ? deliverPiece(sessionId, piece, entries, results) : notSent(piece, results));
+    }
+    return confirmed.thenApply(ok -> null);
+  }
+
+  /** Splits a session's entries, in order, into pieces of at most {@link #MAX_PIECE_BYTES}. */
+  static List<List<Integer>> pieces(List<Integer> indexes, List<Entry> entries) {
+    List<List<Integer>> pieces = new ArrayList<>();
+    List<Integer> piece = new ArrayList<>();
+    long bytes = 0;
+    for (int i : indexes) {
+      long size = OutboxMessage.utf8Length(entries.get(i).data()) + 64; // plus the draft's other fields
+      if (!piece.isEmpty() && bytes + size > MAX_PIECE_BYTES) {
+        pieces.add(piece);
+        piece = new ArrayList<>();
+        bytes = 0;
+      }
+      piece.add(i);
+      bytes += size;
+    }
+    if (!piece.isEmpty()) pieces.add(piece);
+    return pieces;
+  }
+
+  /** Queues one piece; completes with whether the session confirmed it. */
+  private CompletableFuture<Boolean> deliverPiece(
+      String sessionId, List<Integer> piece, List<Entry> entries, ObjectNode[] results) {
+    List<Draft> drafts = new ArrayList<>(piece.size());
+    for (int i : piece) drafts.add(Draft.fromBackend(entries.get(i).data(), null, entries.get(i).idempotencyKey()));
     return delivery
         .toSessionAll(sessionId, drafts)
         .toCompletableFuture()
         .handle(
             (answer, failure) -> {
-              for (int k = 0; k < indexes.size(); k++) {
-                int i = indexes.get(k);
+              for (int k = 0; k < piece.size(); k++) {
+                int i = piece.get(k);
                 if (failure != null) results[i] = error("unavailable");
                 else if (answer.outcomes().get(k).result() instanceof ClientProxy.Enqueued queued) results[i] = seq(queued.seq());
                 else results[i] = error("not-found");
               }
-              return null;
+              return failure == null;
             });
+  }
+
+  private static CompletableFuture<Boolean> notSent(List<Integer> piece, ObjectNode[] results) {
+    for (int i : piece) results[i] = error("unavailable");
+    return CompletableFuture.completedFuture(false);
   }
 
   private CompletableFuture<Void> deliverToGroup(Entry entry, int index, ObjectNode[] results) {

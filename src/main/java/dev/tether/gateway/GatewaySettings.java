@@ -1,6 +1,7 @@
 package dev.tether.gateway;
 
 import com.typesafe.config.Config;
+import dev.tether.session.ClientProxy;
 import java.time.Duration;
 
 /** The gateway's knobs, read once from {@code tether.gateway} and {@code tether.http}. */
@@ -60,6 +61,20 @@ public record GatewaySettings(
         g.getInt("limits.failed-resumes-per-minute"),
         g.getBytes("limits.outgoing-buffer-bytes"),
         g.getBoolean("trust-forwarded-for"),
-        g.getInt("limits.max-batch-messages"));
+        maxBatchMessages(g));
+  }
+
+  /**
+   * A session remembers the idempotency keys of its last {@link ClientProxy#MAX_REMEMBERED_ORIGINS}
+   * keyed publishes; a retried batch must still find every key of its own, so a batch is no larger.
+   */
+  private static int maxBatchMessages(Config g) {
+    int max = g.getInt("limits.max-batch-messages");
+    if (max < 1 || max > ClientProxy.MAX_REMEMBERED_ORIGINS) {
+      throw new IllegalArgumentException(
+          "tether.gateway.limits.max-batch-messages must be 1.." + ClientProxy.MAX_REMEMBERED_ORIGINS
+              + " (a session remembers that many idempotency keys), not " + max);
+    }
+    return max;
   }
 }

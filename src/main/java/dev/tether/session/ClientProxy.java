@@ -63,7 +63,7 @@ public final class ClientProxy
       EntityTypeKey.create(Command.class, "ClientProxy");
 
   /** How many distinct senders a session remembers for de-duplicating retried deliveries. */
-  static final int MAX_REMEMBERED_ORIGINS = 1024;
+  public static final int MAX_REMEMBERED_ORIGINS = 1024;
 
   private static final Duration RETRY_DELAY = Duration.ofSeconds(1);
 

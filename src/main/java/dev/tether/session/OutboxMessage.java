@@ -22,7 +22,7 @@ public record OutboxMessage(long seq, String data, String from, String room, lon
   }
 
   /** The UTF-8 size of a text, counted without encoding it (this runs on every queue and ack). */
-  static long utf8Length(String text) {
+  public static long utf8Length(String text) {
     long bytes = text.length();
     for (int i = 0; i < text.length(); i++) {
       char c = text.charAt(i);

@@ -56,6 +56,30 @@ class TwoNodeScenarioTest {
         assertEquals("B", ws.expect("msg").get("data").get("via").asText());
       }
 
+      // A batch bigger than one cluster message (Artery's 256 KiB frame), posted through both
+      // nodes: whichever node the session lives on, one of the two posts crosses the cluster.
+      JsonNode big = WsClient.helloThenDrop(a.port(), "vic");
+      String bigId = big.get("sessionId").asText();
+      RestartScenarioTest.awaitState(apiA, bigId, "detached");
+      String blob = "x".repeat(40_000);
+      List<String> entries = new ArrayList<>();
+      for (int n = 0; n < 7; n++) entries.add("{\"sessionId\":\"" + bigId + "\",\"data\":{\"n\":" + n + ",\"blob\":\"" + blob + "\"}}");
+      String body = "{\"messages\":[" + String.join(",", entries) + "]}";
+      for (Api via : List.of(apiA, apiB)) {
+        Api.Response r = via.post("/api/messages", body);
+        assertEquals(202, r.status(), r.body());
+        assertEquals(7, r.json().get("results").size());
+        r.json().get("results").forEach(result -> assertTrue(result.has("seq"), () -> "queued: " + r.body()));
+      }
+      try (WsClient ws = WsClient.connect(b.port())) {
+        assertEquals(14, ws.resume(big, 0).get("replay").asInt());
+        for (int seq = 1; seq <= 14; seq++) {
+          JsonNode msg = ws.expect("msg");
+          assertEquals(seq, msg.get("seq").asLong());
+          assertEquals((seq - 1) % 7, msg.get("data").get("n").asInt(), "each batch arrives in its order");
+        }
+      }
+
       // Many sessions, connected through A, spread over both nodes' shards.
       List<JsonNode> welcomes = new ArrayList<>();
       List<WsClient> clients = new ArrayList<>();
