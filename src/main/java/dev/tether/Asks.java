@@ -18,6 +18,11 @@ import scala.jdk.javaapi.FutureConverters;
  * {@code hello}, every batch entry (found in the benchmark's profile: thousands of
  * {@code Thread-N} per second). Tether's continuations are short (build an answer, tell an
  * actor), so running them on the thread that completes the answer is both cheaper and safe.
+ *
+ * <p>That thread is whoever completes the ask: the replying actor's dispatcher thread, Artery's
+ * inbound thread for a reply from another node, or pekko's scheduler thread when the ask times
+ * out. A continuation that does real work (more than a fan-out of tells or building one answer)
+ * must hop to a dispatcher with an {@code ...Async} variant and an explicit executor.
  */
 public final class Asks {
   private Asks() {}

@@ -197,7 +197,9 @@ public final class BackendApi extends AllDirectives {
                 } catch (BatchPublish.Invalid e) {
                   return error(StatusCodes.BAD_REQUEST, "bad-request", e.getMessage());
                 }
-                return onSuccess(batch.deliver(entries), answer -> json(StatusCodes.ACCEPTED, answer));
+                // deliver never fails by design (an unanswered entry is "unavailable"); should a bug
+                // make it fail, the client still gets a JSON error rather than pekko's plain text.
+                return answer(batch.deliver(entries), answer -> json(StatusCodes.ACCEPTED, answer));
               });
         });
   }

@@ -150,7 +150,7 @@ public final class InspectionApi extends AllDirectives {
                 status = row.map(r -> r.ackedAt() != null ? "acked" : r.lost() ? "lost" : "unknown").orElse("unknown");
               } else if ("acked".equals(status) && row.map(InspectionStore.MessageRow::lost).orElse(false)) {
                 // The session knows only its cumulative ack: a message dropped by overflow before
-                // it was read is below a later ack too. The history knows it was lost.
+                // it was acknowledged is below a later ack too. The history knows it was lost.
                 status = "lost";
               }
               ObjectNode node = JSON.createObjectNode();
