@@ -4,11 +4,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.tether.TetherNode;
-import dev.tether.testkit.Api;
 import dev.tether.testkit.FaultProxy;
-import dev.tether.testkit.TestDatabase;
-import dev.tether.testkit.TestNodes;
+import dev.tether.testkit.OneNode;
 import java.net.URI;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -18,30 +15,17 @@ import java.util.Map;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BooleanSupplier;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /** The Java client against a real gateway, through a proxy that cuts and stalls the link. */
 class TetherClientTest {
-  private static TetherNode node;
-  private static Api api;
-
-  @BeforeAll
-  static void startNode() {
-    node =
-        TestNodes.start(
-            TestDatabase.newDatabase(),
-            Map.of(
-                "tether.gateway.heartbeat.interval", "300ms",
-                "tether.gateway.heartbeat.timeout", "1500ms"));
-    api = new Api(node.port());
-  }
-
-  @AfterAll
-  static void stopNode() {
-    if (node != null) node.close();
-  }
+  @RegisterExtension
+  static final OneNode node =
+      new OneNode(
+          Map.of(
+              "tether.gateway.heartbeat.interval", "300ms",
+              "tether.gateway.heartbeat.timeout", "1500ms"));
 
   /** Records what a client tells its application. */
   static class Recorder implements TetherClient.Listener {
@@ -98,7 +82,7 @@ class TetherClientTest {
       client.connect().get(10, TimeUnit.SECONDS);
       String id = client.sessionId();
       for (int i = 1; i <= 10; i++) {
-        api.publishToSession(id, "{\"i\":" + i + "}");
+        node.api().publishToSession(id, "{\"i\":" + i + "}");
         if (i == 4) proxy.cut();
       }
       await(() -> recorder.messages.size() >= 10, "all ten messages");
@@ -122,7 +106,7 @@ class TetherClientTest {
       proxy.restore();
       await(() -> client.state() == TetherClient.State.CONNECTED && recorder.events.contains("resumed"), "resumed");
       assertTrue(proxy.accepted() > connectionsBefore);
-      api.publishToSession(client.sessionId(), "{\"after\":\"stall\"}");
+      node.api().publishToSession(client.sessionId(), "{\"after\":\"stall\"}");
       await(() -> recorder.messages.size() == 1, "a message after the resume");
       client.close();
     }
@@ -168,7 +152,7 @@ class TetherClientTest {
     Thread.sleep(500);
     assertEquals(TetherClient.State.CLOSED, client.state());
     assertTrue(!recorder.states.contains(TetherClient.State.RECONNECTING));
-    await(() -> api.get("/api/sessions/" + id).status() == 404, "session gone");
+    await(() -> node.api().get("/api/sessions/" + id).status() == 404, "session gone");
   }
 
   @Test
@@ -176,7 +160,7 @@ class TetherClientTest {
     Recorder recorder = new Recorder();
     TetherClient client = client(node.port(), "java-dan", recorder);
     client.connect().get(10, TimeUnit.SECONDS);
-    assertEquals(204, api.delete("/api/sessions/" + client.sessionId()).status());
+    assertEquals(204, node.api().delete("/api/sessions/" + client.sessionId()).status());
     await(() -> client.state() == TetherClient.State.CLOSED, "closed");
     assertEquals(List.of("kicked:kicked"), recorder.events);
     Thread.sleep(500);
@@ -192,9 +176,9 @@ class TetherClientTest {
       String first = client.sessionId();
       proxy.refuse(true);
       proxy.cut();
-      await(() -> "detached".equals(api.get("/api/sessions/" + first).json().path("state").asText()), "detached");
+      await(() -> "detached".equals(node.api().get("/api/sessions/" + first).json().path("state").asText()), "detached");
       var unconfirmed = client.send("user:nobody", "{\"lost\":true}");
-      assertEquals(204, api.delete("/api/sessions/" + first).status());
+      assertEquals(204, node.api().delete("/api/sessions/" + first).status());
       proxy.refuse(false);
       await(() -> recorder.events.contains("session-lost:ended"), "session-lost");
       await(() -> client.state() == TetherClient.State.CONNECTED, "connected again");

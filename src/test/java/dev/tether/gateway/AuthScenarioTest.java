@@ -7,38 +7,25 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.auth0.jwt.JWT;
 import com.auth0.jwt.algorithms.Algorithm;
 import com.fasterxml.jackson.databind.JsonNode;
-import dev.tether.TetherNode;
 import dev.tether.testkit.Api;
-import dev.tether.testkit.TestDatabase;
-import dev.tether.testkit.TestNodes;
+import dev.tether.testkit.OneNode;
 import dev.tether.testkit.WsClient;
 import java.time.Instant;
 import java.util.Map;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /** hmac mode: JWT handshakes and a bearer-protected backend API. */
 class AuthScenarioTest {
   private static final String SECRET = "test-secret-of-sufficient-length-0123456789";
   private static final String API_TOKEN = "api-token-xyz";
-  private static TetherNode node;
-
-  @BeforeAll
-  static void startNode() {
-    node =
-        TestNodes.start(
-            TestDatabase.newDatabase(),
-            Map.of(
-                "tether.gateway.auth.mode", "hmac",
-                "tether.gateway.auth.jwt-secret", SECRET,
-                "tether.gateway.api.token", API_TOKEN));
-  }
-
-  @AfterAll
-  static void stopNode() {
-    if (node != null) node.close();
-  }
+  @RegisterExtension
+  static final OneNode node =
+      new OneNode(
+          Map.of(
+              "tether.gateway.auth.mode", "hmac",
+              "tether.gateway.auth.jwt-secret", SECRET,
+              "tether.gateway.api.token", API_TOKEN));
 
   private static String jwt(String subject, String secret) {
     return JWT.create()

@@ -4,40 +4,25 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import dev.tether.TetherNode;
 import dev.tether.testkit.Api;
-import dev.tether.testkit.TestDatabase;
-import dev.tether.testkit.TestNodes;
+import dev.tether.testkit.OneNode;
 import dev.tether.testkit.WsClient;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /** {@code POST /api/messages}: many publishes in one request, each answered in order. */
 class BatchPublishScenarioTest {
   private static final int MAX_BATCH = 30;
   private static final int OUTBOX_MAX = 20;
-  private static TetherNode node;
-  private static Api api;
-
-  @BeforeAll
-  static void startNode() {
-    node =
-        TestNodes.start(
-            TestDatabase.newDatabase(),
-            Map.of(
-                "tether.gateway.limits.max-batch-messages", MAX_BATCH,
-                "tether.session.outbox.max-messages", OUTBOX_MAX));
-    api = new Api(node.port());
-  }
-
-  @AfterAll
-  static void stopNode() {
-    if (node != null) node.close();
-  }
+  @RegisterExtension
+  static final OneNode node =
+      new OneNode(
+          Map.of(
+              "tether.gateway.limits.max-batch-messages", MAX_BATCH,
+              "tether.session.outbox.max-messages", OUTBOX_MAX));
 
   @Test
   void oneRequestReachesSessionsUsersAndRoomsWithOneResultPerEntryInOrder() {
@@ -49,7 +34,7 @@ class BatchPublishScenarioTest {
       b.expect("joined");
 
       Api.Response r =
-          api.post(
+          node.api().post(
               "/api/messages",
               batch(
                   "{\"sessionId\":\"" + idA + "\",\"data\":{\"n\":1}}",
@@ -90,16 +75,16 @@ class BatchPublishScenarioTest {
   void entriesQueuedWhileDetachedAreReplayedOnResume() {
     JsonNode welcome = WsClient.helloThenDrop(node.port(), "batch-carol");
     String id = welcome.get("sessionId").asText();
-    api.awaitSessionState(id, "detached", Duration.ofSeconds(10));
+    node.api().awaitSessionState(id, "detached", Duration.ofSeconds(10));
     String[] list = new String[25];
     for (int n = 1; n <= 25; n++) list[n - 1] = "{\"sessionId\":\"" + id + "\",\"data\":{\"n\":" + n + "}}";
 
-    Api.Response r = api.post("/api/messages", batch(list));
+    Api.Response r = node.api().post("/api/messages", batch(list));
 
     assertEquals(202, r.status(), r.body());
     assertEquals(25, r.json().get("results").get(24).get("seq").asLong());
     // 25 entries into an outbox of 20: the oldest five were dropped by the overflow policy.
-    JsonNode state = api.get("/api/sessions/" + id).json();
+    JsonNode state = node.api().get("/api/sessions/" + id).json();
     assertEquals(25, state.get("lastSeq").asLong());
     assertEquals(OUTBOX_MAX, state.get("outbox").get("size").asInt());
     assertEquals(5, state.get("lost").asLong());
@@ -126,14 +111,14 @@ class BatchPublishScenarioTest {
               // The same key twice in one batch: the second is the first's retry.
               "{\"sessionId\":\"" + id + "\",\"data\":{\"n\":1},\"idempotencyKey\":\"k-1\"}");
 
-      JsonNode first = api.post("/api/messages", body).json().get("results");
-      JsonNode retry = api.post("/api/messages", body).json().get("results");
+      JsonNode first = node.api().post("/api/messages", body).json().get("results");
+      JsonNode retry = node.api().post("/api/messages", body).json().get("results");
 
       assertEquals(List.of(1L, 2L, 1L), seqs(first));
       assertEquals(List.of(1L, 2L, 1L), seqs(retry), "a retried batch answers the original seqs");
       assertEquals(List.of(1, 2), dataOf(ws, 2));
       ws.expectNoFrame(Duration.ofMillis(300));
-      assertEquals(2, api.get("/api/sessions/" + id).json().get("lastSeq").asLong());
+      assertEquals(2, node.api().get("/api/sessions/" + id).json().get("lastSeq").asLong());
     }
   }
 
@@ -160,18 +145,18 @@ class BatchPublishScenarioTest {
 
       refused.forEach(
           (why, body) -> {
-            Api.Response r = api.post("/api/messages", body);
+            Api.Response r = node.api().post("/api/messages", body);
             assertEquals(400, r.status(), why + ": " + r.body());
             assertEquals("bad-request", r.json().get("error").asText(), why);
             assertTrue(r.json().get("message").asText().length() > 5, why);
           });
-      Api.Response withHeader = api.post("/api/messages", batch(good), Map.of("Idempotency-Key", "k"));
+      Api.Response withHeader = node.api().post("/api/messages", batch(good), Map.of("Idempotency-Key", "k"));
       assertEquals(400, withHeader.status());
 
       ws.expectNoFrame(Duration.ofMillis(300));
-      assertEquals(0, api.get("/api/sessions/" + id).json().get("lastSeq").asLong(), "nothing was queued");
+      assertEquals(0, node.api().get("/api/sessions/" + id).json().get("lastSeq").asLong(), "nothing was queued");
       // The session is intact: a good batch still goes through.
-      assertEquals(202, api.post("/api/messages", batch(good)).status());
+      assertEquals(202, node.api().post("/api/messages", batch(good)).status());
       assertEquals(List.of(1), dataOf(ws, 1));
     }
   }

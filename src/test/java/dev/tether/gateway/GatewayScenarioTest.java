@@ -6,10 +6,8 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import dev.tether.TetherNode;
 import dev.tether.testkit.Api;
-import dev.tether.testkit.TestDatabase;
-import dev.tether.testkit.TestNodes;
+import dev.tether.testkit.OneNode;
 import dev.tether.testkit.WsClient;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -17,9 +15,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /**
  * The contract, scenario by scenario: a real gateway on a random port, real WebSocket clients,
@@ -27,25 +24,13 @@ import org.junit.jupiter.api.Test;
  */
 class GatewayScenarioTest {
   private static final int OUTBOX_MAX = 20;
-  private static TetherNode node;
-  private static Api api;
-
-  @BeforeAll
-  static void startNode() {
-    node =
-        TestNodes.start(
-            TestDatabase.newDatabase(),
-            Map.of(
-                "tether.session.outbox.max-messages", OUTBOX_MAX,
-                "tether.gateway.limits.max-frame-bytes", 4096,
-                "tether.gateway.limits.outgoing-buffer", 64));
-    api = new Api(node.port());
-  }
-
-  @AfterAll
-  static void stopNode() {
-    if (node != null) node.close();
-  }
+  @RegisterExtension
+  static final OneNode node =
+      new OneNode(
+          Map.of(
+              "tether.session.outbox.max-messages", OUTBOX_MAX,
+              "tether.gateway.limits.max-frame-bytes", 4096,
+              "tether.gateway.limits.outgoing-buffer", 64));
 
   @Test
   void newSessionGetsWelcome() {
@@ -68,7 +53,7 @@ class GatewayScenarioTest {
       ws.expect("pong");
       assertTrue(ws.protocolPing(new byte[] {7, 7, 7}), "WebSocket-level ping answered with its payload");
 
-      Api.Response state = api.get("/api/sessions/" + welcome.get("sessionId").asText());
+      Api.Response state = node.api().get("/api/sessions/" + welcome.get("sessionId").asText());
       assertEquals(200, state.status());
       assertEquals("attached", state.json().get("state").asText());
       assertEquals("alice", state.json().get("userId").asText());
@@ -81,8 +66,8 @@ class GatewayScenarioTest {
     try (WsClient ws = WsClient.connect(node.port())) {
       welcome = ws.hello("bob");
       String id = welcome.get("sessionId").asText();
-      api.publishToSession(id, "{\"n\":1}");
-      api.publishToSession(id, "{\"n\":2}");
+      node.api().publishToSession(id, "{\"n\":1}");
+      node.api().publishToSession(id, "{\"n\":2}");
       assertEquals(1, ws.expect("msg").get("seq").asLong());
       assertEquals(2, ws.expect("msg").get("seq").asLong());
       ws.drop();
@@ -90,8 +75,8 @@ class GatewayScenarioTest {
     String id = welcome.get("sessionId").asText();
     awaitState(id, "detached");
     // Published while nobody is connected: queued for the session.
-    assertEquals(3, api.publishToSession(id, "{\"n\":3}"));
-    assertEquals(4, api.publishToSession(id, "{\"n\":4}"));
+    assertEquals(3, node.api().publishToSession(id, "{\"n\":3}"));
+    assertEquals(4, node.api().publishToSession(id, "{\"n\":4}"));
 
     try (WsClient ws = WsClient.connect(node.port())) {
       JsonNode resumed = ws.resume(welcome, 1); // the client processed seq 1 only
@@ -107,10 +92,10 @@ class GatewayScenarioTest {
         assertEquals(seq, msg.get("data").get("n").asInt());
         assertEquals("backend", msg.get("from").asText());
       }
-      api.publishToSession(id, "{\"n\":5}");
+      node.api().publishToSession(id, "{\"n\":5}");
       assertEquals(5, ws.expect("msg").get("seq").asLong());
       ws.expectNoFrame(Duration.ofMillis(200));
-      JsonNode state = api.get("/api/sessions/" + id).json();
+      JsonNode state = node.api().get("/api/sessions/" + id).json();
       assertEquals(1, state.get("resumes").asLong());
       assertEquals(1, state.get("ackedSeq").asLong(), "lastSeq of a resume is an implicit ack");
     }
@@ -121,9 +106,9 @@ class GatewayScenarioTest {
     try (WsClient owner = WsClient.connect(node.port())) {
       JsonNode welcome = owner.hello("carol");
       String id = welcome.get("sessionId").asText();
-      api.publishToSession(id, "{\"secret\":true}");
+      node.api().publishToSession(id, "{\"secret\":true}");
       owner.expect("msg");
-      JsonNode before = api.get("/api/sessions/" + id).json();
+      JsonNode before = node.api().get("/api/sessions/" + id).json();
 
       try (WsClient intruder = WsClient.connect(node.port())) {
         JsonNode other = intruder.resume(id, "r_not-the-token", 0);
@@ -136,7 +121,7 @@ class GatewayScenarioTest {
       owner.send("{\"type\":\"ping\"}");
       owner.expect("pong");
       assertFalse(owner.isClosed());
-      JsonNode after = api.get("/api/sessions/" + id).json();
+      JsonNode after = node.api().get("/api/sessions/" + id).json();
       assertEquals(before.get("generation"), after.get("generation"));
       assertEquals(before.get("takeovers"), after.get("takeovers"));
       assertEquals("attached", after.get("state").asText());
@@ -165,9 +150,9 @@ class GatewayScenarioTest {
 
       // Only the new connection receives messages now.
       String id = welcome.get("sessionId").asText();
-      api.publishToSession(id, "{\"to\":\"second\"}");
+      node.api().publishToSession(id, "{\"to\":\"second\"}");
       assertEquals(1, second.expect("msg").get("seq").asLong());
-      JsonNode state = api.get("/api/sessions/" + id).json();
+      JsonNode state = node.api().get("/api/sessions/" + id).json();
       assertEquals(1, state.get("takeovers").asLong());
       assertEquals("attached", state.get("state").asText());
     }
@@ -184,7 +169,7 @@ class GatewayScenarioTest {
     }
     String id = welcome.get("sessionId").asText();
     awaitStatus("/api/sessions/" + id, 404);
-    assertEquals(404, api.post("/api/sessions/" + id + "/messages", "{\"data\":1}").status());
+    assertEquals(404, node.api().post("/api/sessions/" + id + "/messages", "{\"data\":1}").status());
     try (WsClient ws = WsClient.connect(node.port())) {
       JsonNode again = ws.resume(welcome, 0);
       assertFalse(again.get("resumed").asBoolean());
@@ -197,11 +182,11 @@ class GatewayScenarioTest {
     try (WsClient ws = WsClient.connect(node.port())) {
       JsonNode welcome = ws.hello("frank");
       String id = welcome.get("sessionId").asText();
-      assertEquals(204, api.delete("/api/sessions/" + id).status());
+      assertEquals(204, node.api().delete("/api/sessions/" + id).status());
       assertEquals("kicked", ws.expect("kicked").get("reason").asText());
       assertEquals(4004, ws.awaitClose());
       awaitStatus("/api/sessions/" + id, 404);
-      assertEquals(404, api.delete("/api/sessions/" + id).status());
+      assertEquals(404, node.api().delete("/api/sessions/" + id).status());
     }
   }
 
@@ -270,7 +255,7 @@ class GatewayScenarioTest {
       try (WsClient again = WsClient.connect(node.port())) {
         JsonNode resumed = again.resume(wa, 2);
         assertEquals(List.of("lobby-1"), List.of(resumed.get("rooms").get(0).asText()));
-        Api.Response published = api.post("/api/rooms/lobby-1/messages", "{\"data\":{\"text\":\"from backend\"}}");
+        Api.Response published = node.api().post("/api/rooms/lobby-1/messages", "{\"data\":{\"text\":\"from backend\"}}");
         assertEquals(202, published.status());
         assertEquals(2, published.json().get("members").asInt());
         assertEquals("from backend", again.expect("msg").get("data").get("text").asText());
@@ -290,14 +275,14 @@ class GatewayScenarioTest {
     try (WsClient ws = WsClient.connect(node.port())) {
       String id = ws.hello("pat").get("sessionId").asText();
       Map<String, String> key = Map.of("Idempotency-Key", "order-42");
-      Api.Response first = api.post("/api/sessions/" + id + "/messages", "{\"data\":{\"order\":42}}", key);
-      Api.Response retry = api.post("/api/sessions/" + id + "/messages", "{\"data\":{\"order\":42}}", key);
+      Api.Response first = node.api().post("/api/sessions/" + id + "/messages", "{\"data\":{\"order\":42}}", key);
+      Api.Response retry = node.api().post("/api/sessions/" + id + "/messages", "{\"data\":{\"order\":42}}", key);
       assertEquals(202, first.status());
       assertEquals(202, retry.status());
       assertEquals(first.json().get("seq"), retry.json().get("seq"));
       assertEquals(42, ws.expect("msg").get("data").get("order").asInt());
       ws.expectNoFrame(Duration.ofMillis(300));
-      assertEquals(1, api.get("/api/sessions/" + id).json().get("lastSeq").asLong());
+      assertEquals(1, node.api().get("/api/sessions/" + id).json().get("lastSeq").asLong());
     }
   }
 
@@ -307,7 +292,7 @@ class GatewayScenarioTest {
         WsClient laptop = WsClient.connect(node.port())) {
       phone.hello("jack");
       laptop.hello("jack");
-      Api.Response r = api.post("/api/users/jack/messages", "{\"data\":{\"note\":\"both\"}}");
+      Api.Response r = node.api().post("/api/users/jack/messages", "{\"data\":{\"note\":\"both\"}}");
       assertEquals(202, r.status());
       assertEquals(2, r.json().get("sessions").asInt());
       assertEquals("both", phone.expect("msg").get("data").get("note").asText());
@@ -320,7 +305,7 @@ class GatewayScenarioTest {
     JsonNode welcome = WsClient.helloThenDrop(node.port(), "kate");
     String id = welcome.get("sessionId").asText();
     awaitState(id, "detached");
-    for (int i = 0; i < 10; i++) api.publishToSession(id, "{\"i\":" + i + "}");
+    for (int i = 0; i < 10; i++) node.api().publishToSession(id, "{\"i\":" + i + "}");
 
     // Keep publishing while the client resumes, so messages are queued during the replay.
     AtomicBoolean publishing = new AtomicBoolean(true);
@@ -355,14 +340,14 @@ class GatewayScenarioTest {
     String id = welcome.get("sessionId").asText();
     awaitState(id, "detached");
     int published = OUTBOX_MAX + 5;
-    for (int i = 1; i <= published; i++) api.publishToSession(id, "{\"i\":" + i + "}");
+    for (int i = 1; i <= published; i++) node.api().publishToSession(id, "{\"i\":" + i + "}");
     try (WsClient ws = WsClient.connect(node.port())) {
       JsonNode resumed = ws.resume(welcome, 0);
       assertEquals(5, resumed.get("lost").asLong());
       assertEquals(OUTBOX_MAX, resumed.get("replay").asInt());
       assertEquals(6, ws.expect("msg").get("seq").asLong(), "the oldest five were dropped");
     }
-    assertEquals(5, api.get("/api/sessions/" + id).json().get("lost").asLong());
+    assertEquals(5, node.api().get("/api/sessions/" + id).json().get("lost").asLong());
   }
 
   @Test
@@ -381,7 +366,7 @@ class GatewayScenarioTest {
     try (WsClient ws = WsClient.connect(node.port())) {
       JsonNode welcome = ws.hello("mia");
       String id = welcome.get("sessionId").asText();
-      api.publishToSession(id, "{\"n\":1}");
+      node.api().publishToSession(id, "{\"n\":1}");
       ws.expect("msg");
 
       ws.send("[1,2,3]");
@@ -406,7 +391,7 @@ class GatewayScenarioTest {
       // Still alive, and the session is intact.
       ws.send("{\"type\":\"ping\"}");
       ws.expect("pong");
-      JsonNode state = api.get("/api/sessions/" + id).json();
+      JsonNode state = node.api().get("/api/sessions/" + id).json();
       assertEquals(1, state.get("lastSeq").asLong());
       assertEquals("attached", state.get("state").asText());
 
@@ -438,7 +423,7 @@ class GatewayScenarioTest {
       long deadline = System.nanoTime() + Duration.ofSeconds(5).toNanos();
       int sessions;
       do {
-        sessions = api.post("/api/users/flood/messages", "{\"data\":1}").json().get("sessions").asInt();
+        sessions = node.api().post("/api/users/flood/messages", "{\"data\":1}").json().get("sessions").asInt();
       } while (sessions == 0 && System.nanoTime() < deadline);
       assertEquals(1, sessions, "one session, not twenty");
     }
@@ -454,36 +439,36 @@ class GatewayScenarioTest {
       assertEquals(4003, ws.awaitClose());
       String id = welcome.get("sessionId").asText();
       awaitState(id, "detached");
-      assertEquals(0, api.get("/api/sessions/" + id).json().get("clientSeq").asLong());
+      assertEquals(0, node.api().get("/api/sessions/" + id).json().get("clientSeq").asLong());
     }
   }
 
   @Test
   void apiAnswersErrorsAsJson() {
-    Api.Response notJson = api.post("/api/sessions/s_x/messages", "{not json");
+    Api.Response notJson = node.api().post("/api/sessions/s_x/messages", "{not json");
     assertEquals(400, notJson.status());
     assertEquals("bad-request", notJson.json().get("error").asText());
 
-    Api.Response noData = api.post("/api/users/u/messages", "{\"payload\":1}");
+    Api.Response noData = node.api().post("/api/users/u/messages", "{\"payload\":1}");
     assertEquals(400, noData.status());
 
-    Api.Response unknown = api.post("/api/sessions/s_nobody/messages", "{\"data\":1}");
+    Api.Response unknown = node.api().post("/api/sessions/s_nobody/messages", "{\"data\":1}");
     assertEquals(404, unknown.status());
     assertEquals("not-found", unknown.json().get("error").asText());
 
-    assertEquals(404, api.get("/api/sessions/s_nobody").status());
-    Api.Response noRoute = api.get("/no/such/path");
+    assertEquals(404, node.api().get("/api/sessions/s_nobody").status());
+    Api.Response noRoute = node.api().get("/no/such/path");
     assertEquals(404, noRoute.status());
     assertEquals("not-found", noRoute.json().get("error").asText());
 
     String huge = "{\"data\":\"" + "x".repeat(1_100_000) + "\"}";
-    Api.Response tooLarge = api.post("/api/users/u/messages", huge);
+    Api.Response tooLarge = node.api().post("/api/users/u/messages", huge);
     assertEquals(413, tooLarge.status());
     assertEquals("too-large", tooLarge.json().get("error").asText());
 
-    assertEquals(200, api.get("/health/alive").status());
-    assertEquals(200, api.get("/health/ready").status());
-    Api.Response metrics = api.get("/metrics");
+    assertEquals(200, node.api().get("/health/alive").status());
+    assertEquals(200, node.api().get("/health/ready").status());
+    Api.Response metrics = node.api().get("/metrics");
     assertEquals(200, metrics.status());
     assertTrue(metrics.body().contains("tether_frames_in_total"));
   }
@@ -504,8 +489,8 @@ class GatewayScenarioTest {
       String payload = "\"" + "p".repeat(200_000) + "\"";
       long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
       while (System.nanoTime() < deadline) {
-        api.publishToSession(id, payload);
-        if ("detached".equals(api.get("/api/sessions/" + id).json().path("state").asText())) break;
+        node.api().publishToSession(id, payload);
+        if ("detached".equals(node.api().get("/api/sessions/" + id).json().path("state").asText())) break;
       }
       slow.read(Long.MAX_VALUE);
       assertEquals(4009, slow.awaitClose(Duration.ofSeconds(30)));
@@ -519,10 +504,10 @@ class GatewayScenarioTest {
   }
 
   private static void awaitState(String sessionId, String state) {
-    api.awaitSessionState(sessionId, state, Duration.ofSeconds(10));
+    node.api().awaitSessionState(sessionId, state, Duration.ofSeconds(10));
   }
 
   private static void awaitStatus(String path, int status) {
-    api.awaitStatus(path, status, Duration.ofSeconds(10));
+    node.api().awaitStatus(path, status, Duration.ofSeconds(10));
   }
 }

@@ -6,11 +6,10 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import dev.tether.TetherNode;
 import dev.tether.testkit.Api;
 import dev.tether.testkit.Eventually;
+import dev.tether.testkit.OneNode;
 import dev.tether.testkit.TestDatabase;
-import dev.tether.testkit.TestNodes;
 import dev.tether.testkit.WsClient;
 import java.sql.Connection;
 import java.sql.Statement;
@@ -23,9 +22,9 @@ import java.util.Set;
 import java.util.UUID;
 import java.util.concurrent.ForkJoinPool;
 import java.util.stream.Collectors;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /**
  * Session inspection from the read model, scenario by scenario: a real node, real WebSocket
@@ -35,25 +34,17 @@ import org.junit.jupiter.api.Test;
 class InspectionScenarioTest {
   private static final int OUTBOX_MAX = 3;
   private static final Duration GRACE = Duration.ofSeconds(4);
-  private static TetherNode node;
+  @RegisterExtension
+  static final OneNode node =
+      new OneNode(
+          Map.of(
+              "tether.session.grace", GRACE.toMillis() + "ms",
+              "tether.session.outbox.max-messages", OUTBOX_MAX));
   private static ReadModel model;
-  private static Api api;
 
   @BeforeAll
-  static void startNode() {
-    node =
-        TestNodes.start(
-            TestDatabase.newDatabase(),
-            Map.of(
-                "tether.session.grace", GRACE.toMillis() + "ms",
-                "tether.session.outbox.max-messages", OUTBOX_MAX));
-    api = new Api(node.port());
-    model = new ReadModel(api);
-  }
-
-  @AfterAll
-  static void stopNode() {
-    if (node != null) node.close();
+  static void startHelpers() {
+    model = new ReadModel(node.api());
   }
 
   /** A user name no other test uses, so each test sees only its own sessions. */
@@ -191,7 +182,7 @@ class InspectionScenarioTest {
     }
     String id = id(welcome);
     model.awaitLiveState(id, "detached");
-    long seq = api.publishToSession(id, "{\"n\":1}");
+    long seq = node.api().publishToSession(id, "{\"n\":1}");
     JsonNode queued = model.receipt(id, seq);
     assertEquals("queued", queued.get("status").asText(), queued::toString);
     assertEquals(id, queued.get("sessionId").asText());
@@ -229,7 +220,7 @@ class InspectionScenarioTest {
       id = id(ws.hello(user));
       // The client reads but never acks: the outbox keeps the last OUTBOX_MAX, drops the oldest.
       for (int i = 1; i <= 5; i++) {
-        assertEquals(i, api.publishToSession(id, "{\"n\":" + i + "}"));
+        assertEquals(i, node.api().publishToSession(id, "{\"n\":" + i + "}"));
         ws.expect("msg");
       }
       assertEquals("lost", model.receipt(id, 1).get("status").asText());
@@ -266,7 +257,7 @@ class InspectionScenarioTest {
       ws.expect("bye");
     }
     model.awaitRow(user, id, "ended");
-    Eventually.awaitAssert(ReadModel.DEADLINE, () -> assertEquals(404, api.get("/api/sessions/" + id).status()));
+    Eventually.awaitAssert(ReadModel.DEADLINE, () -> assertEquals(404, node.api().get("/api/sessions/" + id).status()));
 
     // The session is gone: receipts come from the history alone.
     assertEquals("lost", model.receipt(id, 1).get("status").asText());
@@ -289,9 +280,9 @@ class InspectionScenarioTest {
       String id = id(welcome);
       ws.send("{\"type\":\"join\",\"room\":\"hist-room\"}");
       ws.expect("joined");
-      api.publishToSession(id, "{\"n\":1}");
-      api.publishToSession(id, "{\"n\":2}");
-      assertEquals(202, api.post("/api/rooms/hist-room/messages", "{\"data\":{\"n\":3}}").status());
+      node.api().publishToSession(id, "{\"n\":1}");
+      node.api().publishToSession(id, "{\"n\":2}");
+      assertEquals(202, node.api().post("/api/rooms/hist-room/messages", "{\"data\":{\"n\":3}}").status());
       for (int i = 0; i < 3; i++) ws.expect("msg");
       ws.send("{\"type\":\"ack\",\"seq\":2}");
 
@@ -324,7 +315,7 @@ class InspectionScenarioTest {
       assertEquals(0, model.history("s_nobody", "").get("messages").size());
 
       // The live view is still the actor's own.
-      Api.Response live = api.get("/api/sessions/" + id);
+      Api.Response live = node.api().get("/api/sessions/" + id);
       assertEquals(200, live.status());
       assertEquals("hist-room", live.json().get("rooms").get(0).asText());
     }
@@ -334,7 +325,7 @@ class InspectionScenarioTest {
   void clusterShowsThisNodeWithItsShards() {
     try (WsClient ws = WsClient.connect(node.port())) {
       ws.hello(user("cluster"));
-      JsonNode cluster = api.get("/api/cluster").json();
+      JsonNode cluster = node.api().get("/api/cluster").json();
       assertEquals(1, cluster.get("nodes").size(), cluster::toString);
       JsonNode self = cluster.get("nodes").get(0);
       assertEquals(cluster.get("self").asText(), self.get("address").asText());
@@ -365,12 +356,12 @@ class InspectionScenarioTest {
             "/api/sessions/s_x/messages/0",
             "/api/sessions/s_x/history?from=-1",
             "/api/sessions/s_x/history?limit=5000")) {
-      Api.Response r = api.get(path);
+      Api.Response r = node.api().get(path);
       assertEquals(400, r.status(), () -> path + " answered " + r.status() + " " + r.body());
       assertEquals("bad-request", r.json().get("error").asText(), path);
     }
-    assertEquals(200, api.get("/api/sessions?limit=1000").status());
-    assertEquals(405, api.delete("/api/sessions").status());
+    assertEquals(200, node.api().get("/api/sessions?limit=1000").status());
+    assertEquals(405, node.api().delete("/api/sessions").status());
   }
 
   @Test

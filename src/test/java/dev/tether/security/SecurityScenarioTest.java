@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.tether.TetherNode;
 import dev.tether.testkit.Api;
+import dev.tether.testkit.OneNode;
 import dev.tether.testkit.TestDatabase;
 import dev.tether.testkit.TestNodes;
 import dev.tether.testkit.WsClient;
@@ -20,31 +21,18 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.Map;
 import java.util.Random;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /** Hostile clients: token guessing, garbage frames, garbage API calls, slow requests, stalled readers. */
 class SecurityScenarioTest {
-  private static TetherNode node;
-  private static Api api;
-
-  @BeforeAll
-  static void startNode() {
-    node =
-        TestNodes.start(
-            TestDatabase.newDatabase(),
-            Map.of(
-                "tether.gateway.limits.failed-resume-burst", 10_000,
-                "tether.gateway.limits.outgoing-buffer", 64,
-                "tether.gateway.limits.max-frame-bytes", 16384));
-    api = new Api(node.port());
-  }
-
-  @AfterAll
-  static void stopNode() {
-    if (node != null) node.close();
-  }
+  @RegisterExtension
+  static final OneNode node =
+      new OneNode(
+          Map.of(
+              "tether.gateway.limits.failed-resume-burst", 10_000,
+              "tether.gateway.limits.outgoing-buffer", 64,
+              "tether.gateway.limits.max-frame-bytes", 16384));
 
   @Test
   void failedResumesAreRateLimitedAndNeverTouchTheRealSession() {
@@ -92,7 +80,7 @@ class SecurityScenarioTest {
     try (WsClient victim = WsClient.connect(node.port())) {
       JsonNode welcome = victim.hello("victim");
       String id = welcome.get("sessionId").asText();
-      api.publishToSession(id, "{\"n\":1}");
+      node.api().publishToSession(id, "{\"n\":1}");
       victim.expect("msg");
 
       for (int c = 0; c < 60; c++) {
@@ -110,11 +98,11 @@ class SecurityScenarioTest {
         victim.send("{\"type\":\"ping\"}");
         victim.expect("pong");
       }
-      JsonNode state = api.get("/api/sessions/" + id).json();
+      JsonNode state = node.api().get("/api/sessions/" + id).json();
       assertEquals("attached", state.get("state").asText());
       assertEquals(1, state.get("lastSeq").asLong());
       assertEquals(0, state.get("takeovers").asLong());
-      api.publishToSession(id, "{\"n\":2}");
+      node.api().publishToSession(id, "{\"n\":2}");
       assertEquals(2, victim.expect("msg").get("seq").asLong());
     }
   }
@@ -167,9 +155,9 @@ class SecurityScenarioTest {
       int method = random.nextInt(3);
       Api.Response r =
           switch (method) {
-            case 0 -> api.post(path, bodies[random.nextInt(bodies.length)]);
-            case 1 -> api.get(path);
-            default -> api.delete(path);
+            case 0 -> node.api().post(path, bodies[random.nextInt(bodies.length)]);
+            case 1 -> node.api().get(path);
+            default -> node.api().delete(path);
           };
       long ms = (System.nanoTime() - t0) / 1_000_000;
       if (ms > 300) System.out.println("SLOW " + ms + " ms method " + method + " " + path + " -> " + r.status());
@@ -179,7 +167,7 @@ class SecurityScenarioTest {
         assertTrue(r.body().startsWith("{"), () -> path + " gave a non-JSON answer: " + r.status() + " " + r.body().substring(0, Math.min(80, r.body().length())));
       }
     }
-    assertEquals(200, api.get("/health/alive").status());
+    assertEquals(200, node.api().get("/health/alive").status());
   }
 
   @Test
@@ -228,13 +216,13 @@ class SecurityScenarioTest {
       // 3000 x 16 kB = 48 MB sent to a client that reads nothing (it also stops pinging, so
       // the heartbeat or the slow-consumer rule will close it; the session keeps a bounded outbox).
       for (int i = 0; i < 3000; i++) {
-        Api.Response r = api.post("/api/sessions/" + id + "/messages", "{\"data\":" + payload + "}");
+        Api.Response r = node.api().post("/api/sessions/" + id + "/messages", "{\"data\":" + payload + "}");
         assertEquals(202, r.status());
       }
       long after = usedHeapAfterGc();
       long grewMb = (after - before) / (1024 * 1024);
       assertTrue(grewMb < 24, "heap grew by " + grewMb + " MB for 48 MB sent to a stalled reader");
-      JsonNode state = api.get("/api/sessions/" + id).json();
+      JsonNode state = node.api().get("/api/sessions/" + id).json();
       assertTrue(state.get("outbox").get("bytes").asLong() <= 1024 * 1024 + 64 * 1000, "outbox bounded by max-bytes");
       assertFalse(state.get("lost").asLong() == 0, "overflow dropped the oldest");
     }

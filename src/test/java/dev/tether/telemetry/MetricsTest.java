@@ -4,34 +4,19 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import dev.tether.TetherNode;
-import dev.tether.testkit.Api;
-import dev.tether.testkit.TestDatabase;
-import dev.tether.testkit.TestNodes;
+import dev.tether.testkit.OneNode;
 import dev.tether.testkit.WsClient;
 import java.time.Duration;
 import java.util.Map;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /** Under traffic, the series an operator watches move (read back from GET /metrics). */
 class MetricsTest {
-  private static TetherNode node;
-  private static Api api;
-
-  @BeforeAll
-  static void startNode() {
-    node = TestNodes.start(TestDatabase.newDatabase(), Map.of("tether.session.grace", "1s"));
-    api = new Api(node.port());
-  }
-
-  @AfterAll
-  static void stopNode() {
-    if (node != null) node.close();
-  }
+  @RegisterExtension
+  static final OneNode node = new OneNode(Map.of("tether.session.grace", "1s"));
 
   /** The value of one series, e.g. {@code tether_sessions{state="attached"}}; 0 when absent. */
   static double value(String metrics, String series) {
@@ -46,7 +31,7 @@ class MetricsTest {
 
   @Test
   void seriesMoveWhenTrafficFlows() throws Exception {
-    String before = api.get("/metrics").body();
+    String before = node.api().get("/metrics").body();
     double processedBefore = value(before, "tether_actor_messages_processed_total{actor=\"ClientProxy\"}");
     double connectionMessagesBefore = value(before, "tether_actor_messages_processed_total{actor=\"Connection\"}");
 
@@ -54,13 +39,13 @@ class MetricsTest {
         WsClient b = WsClient.connect(node.port())) {
       JsonNode wa = a.hello("metrics-a");
       String id = wa.get("sessionId").asText();
-      for (int i = 0; i < 5; i++) api.publishToSession(id, "{\"i\":" + i + "}");
+      for (int i = 0; i < 5; i++) node.api().publishToSession(id, "{\"i\":" + i + "}");
       for (int i = 0; i < 5; i++) a.expect("msg");
       a.send("{\"type\":\"ack\",\"seq\":5}");
       a.send("{\"type\":\"teleport\"}");
       a.expectError("bad-frame");
 
-      String during = api.get("/metrics").body();
+      String during = node.api().get("/metrics").body();
       assertTrue(value(during, "tether_sessions{state=\"attached\"}") >= 1, "attached sessions gauge");
       assertTrue(value(during, "tether_connections_open") >= 2, "open connections");
 
@@ -73,7 +58,7 @@ class MetricsTest {
     try (WsClient c = WsClient.connect(node.port())) {
       String kickedId = c.hello("metrics-c").get("sessionId").asText();
       c.drop();
-      assertEquals(204, api.delete("/api/sessions/" + kickedId).status());
+      assertEquals(204, node.api().delete("/api/sessions/" + kickedId).status());
     }
     // The dropped session expires after its 1 s grace.
     Thread.sleep(2500);
@@ -105,10 +90,10 @@ class MetricsTest {
 
   private static String awaitMetrics(java.util.function.Predicate<String> ready) throws InterruptedException {
     long deadline = System.nanoTime() + Duration.ofSeconds(15).toNanos();
-    String metrics = api.get("/metrics").body();
+    String metrics = node.api().get("/metrics").body();
     while (!ready.test(metrics) && System.nanoTime() < deadline) {
       Thread.sleep(250);
-      metrics = api.get("/metrics").body();
+      metrics = node.api().get("/metrics").body();
     }
     return metrics;
   }
