@@ -91,6 +91,9 @@ const httpServer = http.createServer((req, res) => {
       if (body === null || typeof body !== "object" || !Array.isArray(body.messages)) {
         return reply(res, 400, { error: "bad-request", message: "messages missing" });
       }
+      if (!body.messages.every((entry) => entry !== null && typeof entry === "object")) {
+        return reply(res, 400, { error: "bad-request", message: "every entry must be an object" });
+      }
       const results = body.messages.map((entry) => {
         const target = String(entry.sessionId ?? entry.room);
         io.to(target).emit("msg", entry.data);

@@ -13,6 +13,7 @@ import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -563,7 +564,10 @@ public final class Worker {
       body.append("{\"sessionId\":").append(JSON.getNodeFactory().textNode(c.target).toString()).append(',').append(entry, 1, entry.length());
     }
     body.append("]}");
-    return postForBody("/api/messages", body.toString(), targets.size())
+    if (Arrays.stream(keys).allMatch(k -> k < 0)) return CompletableFuture.completedFuture(true); // nothing to send
+    // published counts the entries the server accepted, not the request's size: an entry answered
+    // with an error is a publish error.
+    return postForBody("/api/messages", body.toString(), 0)
         .thenApply(
             answer -> {
               if (answer == null) return false;
@@ -571,7 +575,12 @@ public final class Worker {
               for (int i = 0, r = 0; i < targets.size(); i++) {
                 if (keys[i] < 0) continue;
                 JsonNode result = results.isArray() ? results.get(r++) : null;
-                if (result == null || !result.has("error")) targets.get(i).markAccepted(keys[i]);
+                if (result == null || !result.has("error")) {
+                  targets.get(i).markAccepted(keys[i]);
+                  published.incrementAndGet();
+                } else {
+                  pubErrors.incrementAndGet();
+                }
               }
               return true;
             });
