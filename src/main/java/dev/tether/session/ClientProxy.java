@@ -850,7 +850,6 @@ public final class ClientProxy
     private final java.util.ArrayDeque<OutboxMessage> addedInRun = new java.util.ArrayDeque<>();
     private int count;
     private long bytes;
-    private long evictThrough;
 
     OutboxBounds(State state) {
       this.queued = state.outbox.values().iterator();
@@ -858,9 +857,13 @@ public final class ClientProxy
       this.bytes = state.outboxBytes;
     }
 
+    /** Returns the highest seq this addition evicts, 0 if it evicts nothing. */
     long add(OutboxMessage message) {
       count++;
       bytes += message.bytes();
+      // 0 unless this very addition evicts: a later message of the run that fits must not repeat
+      // an earlier eviction (its event would claim an eviction and take the read model's slow path).
+      long evictThrough = 0;
       while (count > settings.outboxMaxMessages() || bytes > settings.outboxMaxBytes()) {
         OutboxMessage oldest = queued.hasNext() ? queued.next() : addedInRun.pollFirst();
         if (oldest == null) break;

@@ -559,6 +559,29 @@ class ClientProxyTest {
   }
 
   @Test
+  void onlyTheAdditionThatEvictsSaysSoInARun() {
+    // Bounded by bytes (1000), not by count (10): a large message is pushed out by the run's
+    // first addition, and the second fits without evicting anything.
+    session = sessionWith(new ClientProxySettings(GRACE, 10, 1000, 200, Duration.ofDays(7), Duration.ofSeconds(3)));
+    open();
+    String large = "\"" + "x".repeat(834) + "\""; // 900 bytes in the outbox
+    String medium = "\"" + "y".repeat(134) + "\""; // 200 bytes
+    enqueueBackend(large);
+
+    var result =
+        session.<EnqueuedAll>runCommand(
+            r -> new EnqueueAll(List.of(Draft.fromBackend(medium, null), Draft.fromBackend("{\"n\":3}", null)), r));
+
+    assertEquals(
+        List.of(
+            new MessageQueued(backendMessage(2, medium), null, 0, 1),
+            new MessageQueued(backendMessage(3, "{\"n\":3}"), null, 0, 0)),
+        result.events());
+    assertEquals(List.of(2L, 3L), new ArrayList<>(result.state().outbox().keySet()));
+    assertEquals(1, result.state().lost());
+  }
+
+  @Test
   void enqueueAllForAnUnknownSessionAnswersEveryEntry() {
     var result =
         session.<EnqueuedAll>runCommand(
