@@ -160,7 +160,7 @@ final class BatchPublish {
     List<Integer> piece = new ArrayList<>();
     long bytes = 0;
     for (int i : indexes) {
-      long size = OutboxMessage.utf8Length(entries.get(i).data()) + 64; // plus the draft's other fields
+      long size = OutboxMessage.bytesOf(entries.get(i).data());
       if (!piece.isEmpty() && bytes + size > MAX_PIECE_BYTES) {
         pieces.add(piece);
         piece = new ArrayList<>();

@@ -18,11 +18,16 @@ public record OutboxMessage(long seq, String data, String from, String room, lon
    * {@code outbox.max-bytes} promises to bound) plus a fixed allowance for the envelope.
    */
   public long bytes() {
+    return bytesOf(data);
+  }
+
+  /** What a message with this body costs (see {@link #bytes()}), before it has a seq. */
+  public static long bytesOf(String data) {
     return utf8Length(data) + 64L;
   }
 
   /** The UTF-8 size of a text, counted without encoding it (this runs on every queue and ack). */
-  public static long utf8Length(String text) {
+  static long utf8Length(String text) {
     long bytes = text.length();
     for (int i = 0; i < text.length(); i++) {
       char c = text.charAt(i);

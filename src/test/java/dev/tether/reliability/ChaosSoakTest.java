@@ -166,21 +166,20 @@ class ChaosSoakTest {
     Map<Integer, Integer> statuses = new HashMap<>();
     long slowest = 0;
     for (int round = 0; running.get(); round++) {
+      int entries = round % 2 == 0 ? 1 : API_BATCH;
       List<String> ids = new ArrayList<>();
       List<Integer> numbers = new ArrayList<>();
-      StringBuilder batch = new StringBuilder("{\"messages\":[");
-      int entries = round % 2 == 0 ? 1 : API_BATCH;
+      List<String> batch = new ArrayList<>();
       for (int i = 0; i < entries; i++) {
         ids.add(players.get(random.nextInt(players.size())).client.sessionId());
         numbers.add(n);
-        if (i > 0) batch.append(',');
-        batch.append("{\"sessionId\":\"").append(ids.get(i)).append("\",\"data\":{\"api\":").append(n++).append("}}");
+        batch.add("{\"sessionId\":\"" + ids.get(i) + "\",\"data\":{\"api\":" + n++ + "}}");
       }
       long start = System.nanoTime();
       Api.Response r =
           entries == 1
               ? api.post("/api/sessions/" + ids.get(0) + "/messages", "{\"data\":{\"api\":" + numbers.get(0) + "}}")
-              : api.post("/api/messages", batch.append("]}").toString());
+              : api.post("/api/messages", "{\"messages\":[" + String.join(",", batch) + "]}");
       slowest = Math.max(slowest, (System.nanoTime() - start) / 1_000_000);
       statuses.merge(r.status(), 1, Integer::sum);
       if (r.status() == 202) {

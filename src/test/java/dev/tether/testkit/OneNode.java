@@ -2,9 +2,7 @@ package dev.tether.testkit;
 
 import dev.tether.TetherNode;
 import dev.tether.persistence.Database;
-import dev.tether.telemetry.TetherMetrics;
 import java.util.Map;
-import org.apache.pekko.actor.typed.ActorSystem;
 import org.junit.jupiter.api.extension.AfterAllCallback;
 import org.junit.jupiter.api.extension.BeforeAllCallback;
 import org.junit.jupiter.api.extension.ExtensionContext;
@@ -45,14 +43,6 @@ public final class OneNode implements BeforeAllCallback, AfterAllCallback {
   /** The node's HTTP API, as a backend calls it. */
   public Api api() {
     return api;
-  }
-
-  public ActorSystem<Void> system() {
-    return node.system();
-  }
-
-  public TetherMetrics metrics() {
-    return node.metrics();
   }
 
   public Database database() {
