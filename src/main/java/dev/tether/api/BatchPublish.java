@@ -131,9 +131,10 @@ final class BatchPublish {
 
   /**
    * The most one {@code EnqueueAll} carries. It crosses the cluster as one Artery message when the
-   * session lives on another node, and Artery drops a message over its frame size (256 KiB by
-   * default, {@code pekko.remote.artery.advanced.maximum-frame-size}); a session's larger run is
-   * sent in pieces of at most this size, one after the other.
+   * session lives on another node, and Artery drops a message over its frame size ({@code
+   * pekko.remote.artery.advanced.maximum-frame-size}, which only has to hold one request body, not
+   * a whole batch of them); a session's larger run is sent in pieces of at most this size, one
+   * after the other, which also keeps one session's run from holding the link between two nodes.
    */
   static final long MAX_PIECE_BYTES = 128 * 1024;
 

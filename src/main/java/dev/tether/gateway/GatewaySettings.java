@@ -42,6 +42,7 @@ public record GatewaySettings(
       // Otherwise every /api call would answer 401 and nothing would say why.
       throw new IllegalArgumentException("tether.gateway.auth.mode = hmac needs TETHER_API_TOKEN for the backend API");
     }
+    requireClusterFrameHolds(config, g.getBytes("limits.max-body-bytes"), g.getBytes("limits.max-frame-bytes"));
     return new GatewaySettings(
         config.getString("tether.http.host"),
         config.getInt("tether.http.port"),
@@ -62,6 +63,30 @@ public record GatewaySettings(
         g.getBytes("limits.outgoing-buffer-bytes"),
         g.getBoolean("trust-forwarded-for"),
         maxBatchMessages(g));
+  }
+
+  /**
+   * What a message between nodes adds to the {@code data} it carries: recipient and sender paths,
+   * the sharding envelope, idempotency key (at most 128 characters), room, CBOR framing. A few
+   * hundred bytes in practice; the allowance is generous so that no accepted message is near it.
+   */
+  static final long CLUSTER_ENVELOPE_ALLOWANCE = 64 * 1024;
+
+  /**
+   * Every message the gateway accepts (a backend publish up to max-body-bytes, an upstream frame
+   * up to max-frame-bytes) must fit in one message between nodes, or it would reach a session
+   * on the same node and fail, on every retry, for a session on another one.
+   */
+  private static void requireClusterFrameHolds(Config config, long maxBodyBytes, long maxFrameBytes) {
+    String key = "pekko.remote.artery.advanced.maximum-frame-size";
+    long clusterFrame = config.getBytes(key);
+    long largest = Math.max(maxBodyBytes, maxFrameBytes) + CLUSTER_ENVELOPE_ALLOWANCE;
+    if (largest > clusterFrame) {
+      throw new IllegalArgumentException(
+          key + " (TETHER_CLUSTER_MAX_FRAME_SIZE) is " + clusterFrame + " bytes; it must hold the largest accepted"
+              + " message, max(tether.gateway.limits.max-body-bytes, max-frame-bytes) + 64 KiB = " + largest
+              + " bytes, or a message for a session on another node could never be delivered");
+    }
   }
 
   /**

@@ -10,9 +10,11 @@ import org.junit.jupiter.api.Test;
 
 class GatewaySettingsTest {
   private static Config withMaxBatch(int max) {
-    return ConfigFactory.parseString("tether.gateway.limits.max-batch-messages = " + max)
-        .withFallback(ConfigFactory.load())
-        .resolve();
+    return with("tether.gateway.limits.max-batch-messages = " + max);
+  }
+
+  private static Config with(String settings) {
+    return ConfigFactory.parseString(settings).withFallback(ConfigFactory.load()).resolve();
   }
 
   @Test
@@ -27,5 +29,29 @@ class GatewaySettingsTest {
         assertThrows(IllegalArgumentException.class, () -> GatewaySettings.from(withMaxBatch(1025)));
     assertTrue(refused.getMessage().contains("max-batch-messages"), refused.getMessage());
     assertThrows(IllegalArgumentException.class, () -> GatewaySettings.from(withMaxBatch(0)));
+  }
+
+  @Test
+  void theLargestAcceptedMessageMustFitInOneMessageBetweenNodes() {
+    // The defaults: 1 MiB bodies, 64 KiB frames, 2 MiB between nodes.
+    assertEquals(1024 * 1024, GatewaySettings.from(ConfigFactory.load()).maxBodyBytes());
+
+    IllegalArgumentException bodies =
+        assertThrows(IllegalArgumentException.class, () -> GatewaySettings.from(with("tether.gateway.limits.max-body-bytes = 4MiB")));
+    assertTrue(bodies.getMessage().contains("maximum-frame-size"), bodies.getMessage());
+    assertThrows(
+        IllegalArgumentException.class, () -> GatewaySettings.from(with("tether.gateway.limits.max-frame-bytes = 2MiB")));
+    // Exactly the envelope allowance below the frame is enough.
+    assertThrows(
+        IllegalArgumentException.class,
+        () -> GatewaySettings.from(with("tether.gateway.limits.max-body-bytes = 1985KiB")));
+    assertEquals(
+        1984 * 1024,
+        GatewaySettings.from(with("tether.gateway.limits.max-body-bytes = 1984KiB")).maxBodyBytes());
+
+    GatewaySettings raised =
+        GatewaySettings.from(
+            with("tether.gateway.limits.max-body-bytes = 4MiB\npekko.remote.artery.advanced.maximum-frame-size = 5MiB"));
+    assertEquals(4L * 1024 * 1024, raised.maxBodyBytes());
   }
 }

@@ -80,6 +80,29 @@ class TwoNodeScenarioTest {
         }
       }
 
+      // One message larger than Pekko's default 256 KiB cluster frame, published through both
+      // nodes and replayed through both: it crosses the cluster on the way in (to the session)
+      // and on the way out (to the connection), whichever node the session lives on.
+      JsonNode large = WsClient.helloThenDrop(a.port(), "wes");
+      String largeId = large.get("sessionId").asText();
+      RestartScenarioTest.awaitState(apiA, largeId, "detached");
+      String largeBlob = "y".repeat(400_000);
+      for (Api via : List.of(apiA, apiB)) {
+        Api.Response r = via.post("/api/sessions/" + largeId + "/messages", "{\"data\":{\"blob\":\"" + largeBlob + "\"}}");
+        assertEquals(202, r.status(), r.body());
+      }
+      for (int port : List.of(a.port(), b.port())) {
+        try (WsClient ws = WsClient.connect(port)) {
+          assertEquals(2, ws.resume(large, 0).get("replay").asInt());
+          for (int seq = 1; seq <= 2; seq++) {
+            JsonNode msg = ws.expect("msg");
+            assertEquals(seq, msg.get("seq").asLong());
+            assertEquals(largeBlob.length(), msg.get("data").get("blob").asText().length());
+          }
+        }
+        RestartScenarioTest.awaitState(apiA, largeId, "detached");
+      }
+
       // Many sessions, connected through A, spread over both nodes' shards.
       List<JsonNode> welcomes = new ArrayList<>();
       List<WsClient> clients = new ArrayList<>();
