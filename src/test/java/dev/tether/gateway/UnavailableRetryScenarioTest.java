@@ -1,0 +1,89 @@
+package dev.tether.gateway;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import dev.tether.testkit.Api;
+import dev.tether.testkit.OneNode;
+import dev.tether.testkit.WsClient;
+import java.sql.Connection;
+import java.sql.Statement;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
+
+/**
+ * A session that cannot persist in time: the publish answers {@code unavailable} (it may or may
+ * not have been queued), and the backend's retry with the same idempotency keys queues each
+ * message exactly once, in order. The journal is made slow for real, by locking its table.
+ */
+class UnavailableRetryScenarioTest {
+  private static final Duration ASK_TIMEOUT = Duration.ofSeconds(1);
+
+  @RegisterExtension
+  static final OneNode node = new OneNode(Map.of("tether.session.ask-timeout", ASK_TIMEOUT.toMillis() + "ms"));
+
+  @Test
+  void aBatchThatTimedOutIsRetriedWithItsKeysAndQueuedOnceInOrder() throws Exception {
+    JsonNode welcome = WsClient.helloThenDrop(node.port(), "slow-journal-fay");
+    String id = welcome.get("sessionId").asText();
+    node.api().awaitSessionState(id, "detached", Duration.ofSeconds(10));
+
+    // Five entries of ~40 KB: pieces of three and two (at most 128 KiB each).
+    String blob = "z".repeat(40_000);
+    List<String> entries = new ArrayList<>();
+    for (int n = 0; n < 5; n++) {
+      entries.add(
+          "{\"sessionId\":\"" + id + "\",\"idempotencyKey\":\"fay-" + n + "\",\"data\":{\"n\":" + n + ",\"blob\":\"" + blob + "\"}}");
+    }
+    String body = "{\"messages\":[" + String.join(",", entries) + "]}";
+    String single = "{\"data\":{\"n\":5}}";
+    Map<String, String> singleKey = Map.of("Idempotency-Key", "fay-5");
+
+    try (Connection lock = node.database().dataSource().getConnection()) {
+      lock.setAutoCommit(false);
+      try (Statement st = lock.createStatement()) {
+        // Reads go on (recovery, the read model); every journal write waits for the lock.
+        st.execute("LOCK TABLE event_journal IN EXCLUSIVE MODE");
+      }
+      Api.Response batch = node.api().post("/api/messages", body);
+      assertEquals(202, batch.status(), batch.body());
+      // The first piece did not answer in time; the second was not sent, so that a retry
+      // cannot queue it ahead of the first.
+      for (JsonNode result : batch.json().get("results")) {
+        assertEquals("unavailable", result.path("error").asText(), batch.body());
+      }
+      Api.Response one = node.api().post("/api/sessions/" + id + "/messages", single, singleKey);
+      assertEquals(503, one.status(), one.body());
+      assertEquals("unavailable", one.json().get("error").asText());
+      lock.rollback();
+    }
+
+    // The backend retries the same requests. What the session persisted once the lock was
+    // released keeps its seq: the batch's first piece (1-3) and the single publish (4), which
+    // waited behind it; so "unavailable" meant "maybe queued". The piece that was not sent is
+    // queued now, after them.
+    Api.Response batch = node.api().post("/api/messages", body);
+    assertEquals(202, batch.status(), batch.body());
+    List<Long> seqs = new ArrayList<>();
+    batch.json().get("results").forEach(result -> seqs.add(result.path("seq").asLong()));
+    assertEquals(List.of(1L, 2L, 3L, 5L, 6L), seqs, batch.body());
+    Api.Response one = node.api().post("/api/sessions/" + id + "/messages", single, singleKey);
+    assertEquals(202, one.status(), one.body());
+    assertEquals(4, one.json().get("seq").asLong());
+
+    try (WsClient ws = WsClient.connect(node.port())) {
+      assertEquals(6, ws.resume(welcome, 0).get("replay").asInt());
+      List<Integer> publishedAs = List.of(0, 1, 2, 5, 3, 4);
+      for (int seq = 1; seq <= 6; seq++) {
+        JsonNode msg = ws.expect("msg");
+        assertEquals(seq, msg.get("seq").asLong());
+        assertEquals(publishedAs.get(seq - 1), msg.get("data").get("n").asInt(), "each message once, under its seq");
+      }
+      ws.expectNoFrame(Duration.ofMillis(300));
+    }
+  }
+}
