@@ -28,6 +28,7 @@ import scala.concurrent.duration.FiniteDuration;
  */
 final class CloseCodeWebSocket {
   private static final byte CLOSE_OPCODE = 0x8; // RFC 6455, section 5.5.1
+  private static final byte PONG_OPCODE = 0xA; // RFC 6455, section 5.5.3
   private static final FiniteDuration CLOSE_TIMEOUT = FiniteDuration.apply(3, "seconds");
 
   /** pekko-http's WebSocket protocol stack: a blueprint, built once and materialized per connection. */
@@ -37,7 +38,12 @@ final class CloseCodeWebSocket {
     this.stack = WebSocket$.MODULE$.stack(true, settings, CLOSE_TIMEOUT, log);
   }
 
-  /** The frames of one connection: the stack around {@code handler}, close frames rewritten. */
+  /**
+   * The frames of one connection: the stack around {@code handler}, close frames rewritten. The
+   * same step notes the client's protocol pings: the stack answers each with a pong on this very
+   * output (and sends no pong of its own accord: periodic keep-alive is off), so a pong going out
+   * means a ping came in, without a stage of its own on the way in.
+   */
   Flow<FrameEvent, FrameEvent, NotUsed> frames(Flow<Message, Message, NotUsed> handler, CloseSignal closeSignal) {
     return Flow.fromGraph(stack.join(handler.asScala()))
         .map(frame -> withCloseCode(frame, closeSignal));
@@ -52,9 +58,14 @@ final class CloseCodeWebSocket {
   }
 
   private static FrameEvent withCloseCode(FrameEvent frame, CloseSignal closeSignal) {
-    if (frame instanceof FrameStart start && start.header().opcode().code() == CLOSE_OPCODE) {
-      CloseSignal.Close close = closeSignal.get();
-      if (close != null) return FrameEvent$.MODULE$.closeFrame(close.code(), close.reason(), Option.empty());
+    if (frame instanceof FrameStart start) {
+      byte opcode = start.header().opcode().code();
+      if (opcode == PONG_OPCODE) {
+        closeSignal.protocolPingReceived();
+      } else if (opcode == CLOSE_OPCODE) {
+        CloseSignal.Close close = closeSignal.get();
+        if (close != null) return FrameEvent$.MODULE$.closeFrame(close.code(), close.reason(), Option.empty());
+      }
     }
     return frame;
   }

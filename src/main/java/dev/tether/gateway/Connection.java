@@ -218,7 +218,7 @@ public final class Connection {
     if (frame instanceof ClientFrame.Resume resume) return onResume(resume);
     if (frame instanceof ClientFrame.Ping) {
       write(FrameCodec.PONG);
-      return Behaviors.same();
+      return closingOrSame(); // a client that reads nothing can overflow even its pongs
     }
     if (frame instanceof ClientFrame.TooLarge tooLarge) return frameTooLarge(tooLarge);
     if (frame instanceof ClientFrame.Bad bad) return badFrame(bad.code(), bad.message());
@@ -314,7 +314,7 @@ public final class Connection {
     ClientFrame frame = received.frame();
     if (frame instanceof ClientFrame.Ping) {
       write(FrameCodec.PONG);
-      return Behaviors.same();
+      return closingOrSame(); // a client that reads nothing can overflow even its pongs
     }
     if (frame instanceof ClientFrame.Hello || frame instanceof ClientFrame.Resume) {
       return badFrame("bad-frame", "a handshake is already in progress");
@@ -360,7 +360,10 @@ public final class Connection {
 
   /** The resume did not continue the session: a new one is created, and the welcome says why. */
   private Behavior<Command> startOver(String reason) {
-    failedResumes.failed(remote);
+    // Only a wrong token (or user) for a session that exists is what guessing looks like.
+    // Expired, ended and unknown sessions are what honest clients get after an outage, many of
+    // them behind one NAT address; counting those would lock all of them out together.
+    if ("invalid-token".equals(reason)) failedResumes.failed(remote);
     if (newSessionUser == null) {
       // hmac mode and the resume carried no token: nobody to create a session for.
       return authFailed();
@@ -376,7 +379,7 @@ public final class Connection {
     generation = welcome.generation();
     session = welcome.session();
     context.watchWith(session, SessionStopped.INSTANCE);
-    lastWrittenSeq = welcome.resumed() ? welcome.lastSeq() - welcome.replay() : welcome.lastSeq();
+    lastWrittenSeq = welcome.replayAfter();
     String reason = welcome.resumed() ? "resumed" : newSessionReason;
     write(
         FrameCodec.welcome(
@@ -395,6 +398,9 @@ public final class Connection {
                 welcome.rooms(),
                 welcome.userId())));
     metrics.welcomed(reason, welcome.resumed(), System.nanoTime() - handshakeStartedNanos, welcome.replay(), welcome.lost());
+    // The welcome itself can overflow the queue of a client that stopped reading (its pongs
+    // filled it): the socket is then closing (4009) and the session was told so.
+    if (closing != null) return closing;
     Duration tick = heartbeatTick();
     timers.startTimerWithFixedDelay(HeartbeatCheck.INSTANCE, tick, tick);
     return stash.unstashAll(attached());
@@ -478,7 +484,9 @@ public final class Connection {
   }
 
   private Behavior<Command> onHeartbeatCheck() {
-    long silentNanos = System.nanoTime() - lastHeardNanos;
+    long now = System.nanoTime();
+    // A frame or a protocol-level ping (answered inside the socket's stream) counts as heard.
+    long silentNanos = Math.min(now - lastHeardNanos, now - closeSignal.lastProtocolPingNanos());
     if (silentNanos >= settings.heartbeatTimeout().toNanos()) {
       metrics.heartbeatTimeout();
       return close(4008, "heartbeat timeout");
@@ -574,6 +582,7 @@ public final class Connection {
   // Phase 4: the close frame is on its way; wait for the stream to end (at most a few seconds).
   private Behavior<Command> closing() {
     timers.cancel(HeartbeatCheck.INSTANCE);
+    timers.cancel(RetryHandshake.INSTANCE); // a closing socket must not attach a session again
     timers.startSingleTimer(CloseStalled.INSTANCE, Duration.ofSeconds(10));
     return Behaviors.receive(Command.class)
         .onMessage(FrameReceived.class, r -> {

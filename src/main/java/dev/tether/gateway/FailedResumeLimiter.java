@@ -3,11 +3,14 @@ package dev.tether.gateway;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
- * Throttles resume-token guessing: each client address has a bucket of failed resumes (wrong
- * token, unknown or ended session) that refills at a steady rate. Once it is empty, further
- * resumes from that address are refused with {@code rate-limited} before they reach any session.
- * Successful resumes cost nothing. Node-local: an attacker spread over several nodes gets each
- * node's budget, still far too little to guess a 256-bit token.
+ * Throttles resume-token guessing: each client address has a bucket of failed resumes (a wrong
+ * token or user for a session that exists: {@code invalid-token}) that refills at a steady rate.
+ * Once it is empty, further resumes from that address are refused with {@code rate-limited}
+ * before they reach any session. Successful resumes cost nothing, and neither do resumes of
+ * expired, ended or unknown sessions: honest clients get those in numbers after an outage,
+ * possibly many behind one address, and they give a guesser nothing. Node-local: an attacker
+ * spread over several nodes gets each node's budget, still far too little to guess a 256-bit
+ * token. The check does not reserve: K resumes sent at once from one address are all tried.
  */
 public final class FailedResumeLimiter {
   private static final int MAX_TRACKED_ADDRESSES = 100_000;

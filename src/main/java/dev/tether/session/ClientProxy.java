@@ -483,6 +483,15 @@ public final class ClientProxy
 
   // Runtime state of this incarnation: never persisted.
   private ActorRef<ToConnection> connection;
+  /**
+   * The last connections that held this session and lost it (taken over or detached), so that a
+   * handshake one of them re-sent before it heard its welcome cannot take the session back from
+   * its successor. Created on first use; a few entries are enough, as such a repeat arrives
+   * within a second or two.
+   */
+  private java.util.ArrayDeque<ActorRef<ToConnection>> formerConnections;
+
+  private static final int FORMER_CONNECTIONS_KEPT = 8;
   private boolean deliveringUpstream;
   /** Highest seq handed to the current connection (runtime: the socket writes it right away). */
   private long writtenUpTo;
@@ -642,8 +651,9 @@ public final class ClientProxy
     if (!tokenMatches || (cmd.userId() != null && !state.userId.equals(cmd.userId()))) {
       return rejectResume(cmd.connection(), "invalid-token");
     }
-    if (cmd.connection().equals(connection)) {
-      // The connection re-sent its resume (no answer came in time): the welcome is on its way.
+    if (cmd.connection().equals(connection) || isFormer(cmd.connection())) {
+      // The connection re-sent its resume (no answer came in time): the welcome is on its way,
+      // or it already came and the connection has been taken over or detached since.
       return Effect().noReply();
     }
     return attach(state, cmd.connection(), cmd.lastSeq(), true);
@@ -708,14 +718,34 @@ public final class ClientProxy
    * a Detach (its node died), the session detaches anyway and its grace period starts.
    */
   private void holdConnection(ActorRef<ToConnection> newConnection) {
-    if (connection != null) context.unwatch(connection);
+    if (connection != null) {
+      context.unwatch(connection);
+      rememberFormer(connection);
+    }
     connection = newConnection;
     context.watchWith(newConnection, new ConnectionTerminated(newConnection));
   }
 
   private void releaseConnection() {
-    if (connection != null) context.unwatch(connection);
+    if (connection != null) {
+      context.unwatch(connection);
+      rememberFormer(connection);
+    }
     connection = null;
+  }
+
+  private void rememberFormer(ActorRef<ToConnection> former) {
+    if (formerConnections == null) formerConnections = new java.util.ArrayDeque<>(FORMER_CONNECTIONS_KEPT);
+    if (formerConnections.size() == FORMER_CONNECTIONS_KEPT) formerConnections.removeFirst();
+    formerConnections.addLast(former);
+  }
+
+  /**
+   * A connection that already held this session and lost it: whatever handshake it sends now was
+   * re-sent before it learned that (its socket is closing), and must not take the session back.
+   */
+  private boolean isFormer(ActorRef<ToConnection> candidate) {
+    return formerConnections != null && formerConnections.contains(candidate);
   }
 
   private ReplyEffect<Event, State> onDetachAfterRecovery(State state, DetachAfterRecovery cmd) {
@@ -1063,7 +1093,7 @@ public final class ClientProxy
    * the same token attaches it again. Anything else is not this connection's session.
    */
   private ReplyEffect<Event, State> onRepeatedOpen(State state, Open cmd) {
-    if (cmd.connection().equals(connection)) return Effect().noReply();
+    if (cmd.connection().equals(connection) || isFormer(cmd.connection())) return Effect().noReply();
     boolean sameClient =
         MessageDigest.isEqual(
                 state.tokenHash.getBytes(StandardCharsets.US_ASCII), cmd.tokenHash().getBytes(StandardCharsets.US_ASCII))

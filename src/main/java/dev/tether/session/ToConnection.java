@@ -24,7 +24,16 @@ public sealed interface ToConnection extends CborSerializable {
       long lost,
       long graceMillis,
       List<String> rooms)
-      implements ToConnection {}
+      implements ToConnection {
+    /**
+     * The seq the replay follows: the {@code replay} messages after it come next, then live ones.
+     * The same for a resume and for a new session's welcome (whose replay is normally 0, but not
+     * when a repeated Open re-attaches a session that already queued messages).
+     */
+    public long replayAfter() {
+      return lastSeq - replay;
+    }
+  }
 
   /** A resume of {@code sessionId} that did not continue it; the reason is one of the contract's. */
   record ResumeRejected(String sessionId, String reason) implements ToConnection {}

@@ -71,6 +71,22 @@ class TimeoutScenarioTest {
     }
   }
 
+  /** A client that keeps its link alive with WebSocket-level pings only (OkHttp's pingInterval). */
+  @Test
+  void protocolPingsCountAsHearingFromTheClient() {
+    try (WsClient ws = WsClient.connect(node.port())) {
+      ws.hello("protocol-pinger");
+      // Twice the heartbeat timeout (3 s) of protocol pings, answered by the server's stack...
+      for (int i = 0; i < 12; i++) {
+        Eventually.pause(Duration.ofMillis(500));
+        assertTrue(ws.protocolPing(new byte[] {(byte) i}), "ping " + i + " answered");
+      }
+      assertFalse(ws.isClosed(), "a pinging client is alive");
+      // ...then nothing at all: closed.
+      assertEquals(4008, ws.awaitClose(Duration.ofSeconds(10)));
+    }
+  }
+
   @Test
   void expiresAfterGrace() {
     JsonNode welcome = WsClient.helloThenDrop(node.port(), "late");

@@ -52,6 +52,14 @@ class SecurityScenarioTest {
       JsonNode welcome = owner.hello("target");
       String id = welcome.get("sessionId").asText();
       JsonNode before = api.get("/api/sessions/" + id).json();
+      // Resumes of sessions that do not exist (or expired, or ended) are what honest clients get
+      // after an outage, many behind one address: they do not use up the budget.
+      for (int i = 0; i < 5; i++) {
+        try (WsClient returning = WsClient.connect(node.port())) {
+          JsonNode answer = returning.resume("s_gone" + i, "r_whatever", 0);
+          assertEquals("unknown", answer.get("reason").asText());
+        }
+      }
       for (int i = 0; i < 3; i++) {
         try (WsClient guesser = WsClient.connect(node.port())) {
           JsonNode answer = guesser.resume(id, "r_guess" + i, 0);

@@ -257,6 +257,65 @@ class ClientProxyTest {
     assertEquals(1, again.state().takeovers());
   }
 
+  /**
+   * A connection re-sends its handshake every second until it hears a welcome. A copy sent just
+   * before its welcome, arriving after another connection took the session over, must not take
+   * the session back (and kick the newer one with 4002, after which SDKs do not reconnect).
+   */
+  @Test
+  void aHandshakeRepeatedByAConnectionThatLostTheSessionIsIgnored() {
+    open(); // the first connection (a hello)
+    TestProbe<ToConnection> resumed = testKit.createTestProbe(ToConnection.class);
+    TestProbe<ToConnection> newest = testKit.createTestProbe(ToConnection.class);
+    session.runCommand(new Resume(user, TOKEN_HASH, 0, resumed.getRef()));
+    resumed.expectMessageClass(ToConnection.Welcome.class);
+    connection.expectMessageClass(ToConnection.Kicked.class);
+    session.runCommand(new Resume(user, TOKEN_HASH, 0, newest.getRef()));
+    newest.expectMessageClass(ToConnection.Welcome.class);
+    assertEquals(new ToConnection.Kicked("taken-over"), resumed.receiveMessage());
+
+    // Late copies from both former holders: the resume and the hello's Open.
+    CommandResult<Command, Event, State> lateResume = session.runCommand(new Resume(user, TOKEN_HASH, 0, resumed.getRef()));
+    CommandResult<Command, Event, State> lateOpen = session.runCommand(new Open(user, TOKEN_HASH, connection.getRef()));
+
+    assertEquals(List.of(), lateResume.events());
+    assertEquals(List.of(), lateOpen.events());
+    newest.expectNoMessage();
+    resumed.expectNoMessage();
+    assertEquals(3, lateOpen.state().generation());
+    assertEquals(2, lateOpen.state().takeovers());
+
+    // A connection that lost the session by detaching is a former holder too.
+    session.runCommand(new ClientProxy.Detach(3, null));
+    assertEquals(List.of(), session.runCommand(new Resume(user, TOKEN_HASH, 0, newest.getRef())).events());
+    newest.expectNoMessage();
+    assertEquals(Status.DETACHED, session.getState().status());
+  }
+
+  /**
+   * The Open re-sent by a hello's connection can reach a new incarnation of the session (the
+   * first welcome died with its node) after messages were queued for it: they are replayed, and
+   * the welcome says where the replay starts, as a resume's does, so the connection writes them.
+   */
+  @Test
+  void aRepeatedOpenOnANewIncarnationReplaysAfterWhatTheWelcomeSays() {
+    open();
+    enqueueBackend("{\"n\":1}", "{\"n\":2}", "{\"n\":3}");
+    expectDelivered(connection, 1, 2, 3); // in the scenario these died with the node, unseen
+    session.restart();
+
+    session.runCommand(new Open(user, TOKEN_HASH, connection.getRef()));
+    ToConnection.Welcome welcome = connection.expectMessageClass(ToConnection.Welcome.class);
+    assertFalse(welcome.resumed());
+    assertEquals(3, welcome.replay());
+    assertEquals(0, welcome.replayAfter());
+    for (long seq = 1; seq <= 3; seq++) {
+      ToConnection.Deliver deliver = connection.expectMessageClass(ToConnection.Deliver.class);
+      assertEquals(seq, deliver.message().seq());
+      assertTrue(deliver.message().seq() > welcome.replayAfter(), "the connection writes what comes after replayAfter");
+    }
+  }
+
   @Test
   void resumeOfADetachedSessionIsNotATakeover() {
     ToConnection.Welcome first = open();
