@@ -104,7 +104,10 @@ public final class TetherNode implements AutoCloseable {
     GatewaySettings gatewaySettings = GatewaySettings.from(config);
     TetherMetrics metrics = new TetherMetrics();
     SessionStore store =
-        new SessionStore(database.dataSource(), system.dispatchers().lookup(DispatcherSelector.blocking()));
+        new SessionStore(
+            database.dataSource(),
+            system.dispatchers().lookup(DispatcherSelector.blocking()),
+            dev.tether.inspection.InspectionProjection.NAME);
     Delivery delivery = new Delivery(system, sessionSettings.askTimeout());
 
     ClientProxy.init(system, new ClientProxy.Dependencies(sessionSettings, store, delivery, Clock.systemUTC(), metrics));

@@ -156,6 +156,7 @@ public final class Connection {
   private boolean sessionReleased; // detached, ended, or taken over: nothing more to tell it
   private boolean detachSent; // this connection told the session Detach (with itself to answer)
   private boolean sessionLetGo; // ...and the session answered Released: it no longer watches us
+  private boolean sessionStopped; // the incarnation that welcomed us stopped (moved, passivated, node died)
 
   private Connection(
       Dependencies deps,
@@ -415,7 +416,7 @@ public final class Connection {
         .onMessage(FromSession.class, this::onSessionAttached)
         .onMessageEquals(HeartbeatCheck.INSTANCE, this::onHeartbeatCheck)
         .onMessage(StreamEnded.class, m -> stopped())
-        .onMessageEquals(SessionStopped.INSTANCE, () -> close(1012, "session moved, resume to continue"))
+        .onMessageEquals(SessionStopped.INSTANCE, this::onSessionStopped)
         .onMessageEquals(ServerStopping.INSTANCE, () -> close(1012, "server stopping, resume to continue"))
         .onSignal(PostStop.class, s -> onPostStop())
         .build();
@@ -575,8 +576,23 @@ public final class Connection {
     if (session != null && !sessionReleased) {
       sessionReleased = true;
       detachSent = true;
-      session.tell(new ClientProxy.Detach(generation, sessionAdapter));
+      ClientProxy.Detach detach = new ClientProxy.Detach(generation, sessionAdapter);
+      if (sessionStopped) {
+        // The incarnation we knew is gone: a Detach sent to it would be lost, and the session
+        // would stay attached in the journal with no grace deadline (for instance when a
+        // resume slipped in just before it passivated). Through sharding it reaches the next
+        // incarnation, which detaches this generation and starts the grace period.
+        sharding.entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId).tell(detach);
+      } else {
+        session.tell(detach);
+      }
     }
+  }
+
+  /** The session's incarnation stopped under us: the client resumes to find it where it is now. */
+  private Behavior<Command> onSessionStopped() {
+    sessionStopped = true;
+    return close(1012, "session moved, resume to continue");
   }
 
   // Phase 4: the close frame is on its way; wait for the stream to end (at most a few seconds).
@@ -611,7 +627,10 @@ public final class Connection {
   private Behavior<Command> stopped() {
     releaseSession();
     metrics.connectionClosed();
-    if (!detachSent || sessionLetGo || !session.path().address().hasGlobalScope()) return Behaviors.stopped();
+    // (Nobody watches us when the incarnation we knew stopped: the next one has no connection.)
+    if (!detachSent || sessionLetGo || sessionStopped || !session.path().address().hasGlobalScope()) {
+      return Behaviors.stopped();
+    }
     timers.cancelAll();
     timers.startSingleTimer(ReleaseTimeout.INSTANCE, RELEASE_WAIT);
     return Behaviors.receive(Command.class)

@@ -66,6 +66,7 @@ public final class ClientProxy
   public static final int MAX_REMEMBERED_ORIGINS = 1024;
 
   private static final Duration RETRY_DELAY = Duration.ofSeconds(1);
+  private static final Duration READ_MODEL_POLL = Duration.ofMillis(250);
 
   // ---------------------------------------------------------------------------------------------
   // Commands
@@ -157,7 +158,7 @@ public final class ClientProxy
 
   private record RoomMembershipDone(String room, boolean ok) implements Command {}
 
-  private record EraseDone(boolean ok) implements Command {}
+  private record EraseDone(SessionStore.Erased erased) implements Command {}
 
   // ---------------------------------------------------------------------------------------------
   // Replies
@@ -490,12 +491,20 @@ public final class ClientProxy
    * within a second or two.
    */
   private java.util.ArrayDeque<ActorRef<ToConnection>> formerConnections;
+  /**
+   * A join is waiting for its room to confirm the member. The client's later frames (a send to
+   * that room, a leave, a bye) wait in the stash until it is done, so that they are judged in the
+   * order the client sent them.
+   */
+  private boolean joining;
 
   private static final int FORMER_CONNECTIONS_KEPT = 8;
   private boolean deliveringUpstream;
   /** Highest seq handed to the current connection (runtime: the socket writes it right away). */
   private long writtenUpTo;
   private boolean erasing;
+  /** When this incarnation first tried to erase the ended session (0: not yet). */
+  private long firstEraseAttemptNanos;
   /** The state this incarnation is counted under in the sessions gauge (attached, detached, none). */
   private String countedAs;
 
@@ -505,7 +514,7 @@ public final class ClientProxy
       ActorRef<ClusterSharding.ShardCommand> shard,
       ActorContext<Command> context,
       TimerScheduler<Command> timers) {
-    super(PersistenceId.of(ENTITY_TYPE_KEY.name(), sessionId));
+    super(PersistenceId.ofUniqueId(persistenceIdOf(sessionId)));
     this.sessionId = sessionId;
     this.settings = deps.settings();
     this.store = deps.store();
@@ -525,6 +534,11 @@ public final class ClientProxy
   @Override
   public RetentionCriteria retentionCriteria() {
     return RetentionCriteria.snapshotEvery(settings.snapshotEvery(), 2).withDeleteEventsOnSnapshot();
+  }
+
+  /** The journal's persistence id of a session: {@code ClientProxy|<sessionId>}. */
+  public static String persistenceIdOf(String sessionId) {
+    return PersistenceId.of(ENTITY_TYPE_KEY.name(), sessionId).id();
   }
 
   /** Number of tag slices the session read model's projection is split into (one instance each). */
@@ -585,6 +599,7 @@ public final class ClientProxy
   }
 
   private ReplyEffect<Event, State> whenLive(State state, Command cmd) {
+    if (joining && waitsForJoin(cmd)) return Effect().stash();
     // The hot ones first: a delivery, an acknowledgement.
     if (cmd instanceof Enqueue c) return onEnqueue(state, c);
     if (cmd instanceof Ack c) return onAck(state, c);
@@ -985,6 +1000,11 @@ public final class ClientProxy
     return Effect().noReply();
   }
 
+  /** The client's frames that depend on its rooms, or must not overtake a join: see {@link #joining}. */
+  private static boolean waitsForJoin(Command cmd) {
+    return cmd instanceof SendUpstream || cmd instanceof Join || cmd instanceof Leave || cmd instanceof Logout;
+  }
+
   private ReplyEffect<Event, State> onJoin(State state, Join cmd) {
     if (cmd.generation() != state.generation || connection == null) return Effect().noReply();
     if (state.rooms.contains(cmd.room())) {
@@ -995,23 +1015,30 @@ public final class ClientProxy
     context.pipeToSelf(
         delivery.addMember(Membership.roomId(cmd.room()), sessionId),
         (done, failure) -> new RoomMembershipDone(cmd.room(), failure == null));
+    joining = true;
     return Effect().noReply();
   }
 
+  /** The room answered a join; what the client sent after the join is handled next. */
   private ReplyEffect<Event, State> onRoomMembershipDone(State state, RoomMembershipDone done) {
+    joining = false;
     if (connection == null) {
       // The connection went away meanwhile; the room keeps its extra member until it heals.
-      return Effect().noReply();
+      return Effect().noReply().thenUnstashAll();
     }
     ActorRef<ToConnection> replyTo = connection;
     if (!done.ok()) {
       return Effect()
-          .reply(replyTo, new ToConnection.RoomRejected(done.room(), "internal", "room unavailable, try again"));
+          .reply(replyTo, new ToConnection.RoomRejected(done.room(), "internal", "room unavailable, try again"))
+          .thenUnstashAll();
     }
-    if (state.rooms.contains(done.room())) return Effect().reply(replyTo, new ToConnection.RoomJoined(done.room()));
+    if (state.rooms.contains(done.room())) {
+      return Effect().reply(replyTo, new ToConnection.RoomJoined(done.room())).thenUnstashAll();
+    }
     return Effect()
         .persist(new JoinedRoom(done.room()))
-        .thenReply(replyTo, s -> new ToConnection.RoomJoined(done.room()));
+        .thenReply(replyTo, s -> new ToConnection.RoomJoined(done.room()))
+        .thenUnstashAll();
   }
 
   private ReplyEffect<Event, State> onLeave(State state, Leave cmd) {
@@ -1148,21 +1175,33 @@ public final class ClientProxy
     delivery.removeMember(groupId, sessionId);
   }
 
-  /** Once an ended session has handed over its accepted upstream messages, erase it. */
+  /**
+   * Once an ended session has handed over its accepted upstream messages, erase it: as soon as
+   * the inspection read model has seen its last events (their receipts outlive the session), or
+   * after {@code read-model-wait-before-erase} regardless.
+   */
   private void eraseIfOver(State state) {
     if (state.status != Status.ENDED || !state.pendingUpstream.isEmpty() || erasing) return;
     erasing = true;
+    if (firstEraseAttemptNanos == 0) firstEraseAttemptNanos = System.nanoTime();
+    boolean stillWaiting =
+        System.nanoTime() - firstEraseAttemptNanos < settings.readModelWaitBeforeErase().toNanos();
     context.pipeToSelf(
-        store.erase(persistenceId().id(), sessionId, state.userId, endedReason(state)),
-        (done, failure) -> {
+        store.erase(persistenceId().id(), sessionId, state.userId, endedReason(state), stillWaiting ? tagFor(sessionId) : null),
+        (erased, failure) -> {
           if (failure != null) context.getLog().warn("Erasing session {} failed", sessionId, failure);
-          return new EraseDone(failure == null);
+          return new EraseDone(failure == null ? erased : null);
         });
   }
 
   private ReplyEffect<Event, State> onEraseDone(State state, EraseDone done) {
     erasing = false;
-    if (!done.ok()) {
+    if (done.erased() == SessionStore.Erased.READ_MODEL_BEHIND) {
+      // The projection polls every 200 ms; look again soon.
+      timers.startSingleTimer(RetryPendingWork.INSTANCE, READ_MODEL_POLL);
+      return Effect().noReply();
+    }
+    if (done.erased() == null) {
       timers.startSingleTimer(RetryPendingWork.INSTANCE, RETRY_DELAY);
       return Effect().noReply();
     }

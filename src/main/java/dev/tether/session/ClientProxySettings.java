@@ -9,6 +9,8 @@ import java.time.Duration;
  * @param passivateDetachedAfter how long a detached session stays in memory without receiving a
  *     command before it leaves memory (it stays durable; the next message or resume brings it
  *     back, and {@link GraceSweeper} wakes it when its grace period is over)
+ * @param readModelWaitBeforeErase how long an ended session waits, at most, for the inspection
+ *     read model to project its last events before they are erased
  */
 public record ClientProxySettings(
     Duration grace,
@@ -17,9 +19,13 @@ public record ClientProxySettings(
     int snapshotEvery,
     Duration tombstoneRetention,
     Duration askTimeout,
-    Duration passivateDetachedAfter) {
+    Duration passivateDetachedAfter,
+    Duration readModelWaitBeforeErase) {
 
-  /** The default of 30 s for {@code passivateDetachedAfter} (unit tests). */
+  /**
+   * The default of 30 s for {@code passivateDetachedAfter}, and no wait for a read model before
+   * erasing (unit tests: no projection runs).
+   */
   public ClientProxySettings(
       Duration grace,
       int outboxMaxMessages,
@@ -27,7 +33,15 @@ public record ClientProxySettings(
       int snapshotEvery,
       Duration tombstoneRetention,
       Duration askTimeout) {
-    this(grace, outboxMaxMessages, outboxMaxBytes, snapshotEvery, tombstoneRetention, askTimeout, Duration.ofSeconds(30));
+    this(
+        grace,
+        outboxMaxMessages,
+        outboxMaxBytes,
+        snapshotEvery,
+        tombstoneRetention,
+        askTimeout,
+        Duration.ofSeconds(30),
+        Duration.ZERO);
   }
 
   public static ClientProxySettings from(Config config) {
@@ -39,6 +53,7 @@ public record ClientProxySettings(
         c.getInt("snapshot-every"),
         c.getDuration("tombstone-retention"),
         c.getDuration("ask-timeout"),
-        c.getDuration("passivate-detached-after"));
+        c.getDuration("passivate-detached-after"),
+        c.getDuration("read-model-wait-before-erase"));
   }
 }

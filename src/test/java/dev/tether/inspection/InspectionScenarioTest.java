@@ -272,6 +272,30 @@ class InspectionScenarioTest {
     assertTrue(model.receipt(id, 99).get("queuedAt").isNull());
   }
 
+  /**
+   * A client acks and logs out at once: the session ends and is erased, but only after the read
+   * model has projected its last events, so the receipts and the history still tell the acks.
+   */
+  @Test
+  void anAckRightBeforeLogoutIsStillInTheHistory() {
+    String user = user("ack-then-bye");
+    String id;
+    try (WsClient ws = WsClient.connect(node.port())) {
+      id = id(ws.hello(user));
+      for (int n = 1; n <= 3; n++) {
+        node.api().publishToSession(id, "{\"n\":" + n + "}");
+        ws.expect("msg");
+      }
+      ws.send("{\"type\":\"ack\",\"seq\":3}");
+      ws.send("{\"type\":\"bye\"}");
+      ws.expect("bye");
+    }
+    model.awaitRow(user, id, "ended", row -> assertEquals(3, row.get("ackedSeq").asLong(), row.toString()));
+    List<JsonNode> history = model.awaitHistory(id, 3);
+    for (JsonNode message : history) assertFalse(message.get("ackedAt").isNull(), history.toString());
+    assertEquals("acked", model.receipt(id, 3).get("status").asText());
+  }
+
   @Test
   void historyListsMessagesWithAckTimesInPages() {
     String user = user("history");

@@ -951,6 +951,26 @@ class ClientProxyTest {
     assertEquals(eventsBefore, journal().size());
   }
 
+  /**
+   * A client need not wait for {@code joined}: a send to the room and a leave that it sent right
+   * after the join are handled after it, in its order, while the room confirms the member.
+   */
+  @Test
+  void framesSentRightAfterAJoinWaitForIt() {
+    Peer client = openPeer(); // a real entity behind sharding: the frames arrive back to back
+    String room = "pipelined-" + sessionId;
+    client.ref().tell(new Join(client.generation(), room));
+    client.ref().tell(new SendUpstream(client.generation(), 1, new Target(Target.Kind.ROOM, room), "{\"t\":1}", false));
+    client.ref().tell(new Leave(client.generation(), room));
+    client.ref().tell(new Join(client.generation(), room));
+
+    assertEquals(new ToConnection.RoomJoined(room), client.connection().receiveMessage(WAIT));
+    assertEquals(new ToConnection.UpstreamConfirmed(1), client.connection().receiveMessage(WAIT));
+    assertEquals(new ToConnection.RoomLeft(room), client.connection().receiveMessage(WAIT));
+    assertEquals(new ToConnection.RoomJoined(room), client.connection().receiveMessage(WAIT));
+    assertEquals(List.of(room), List.copyOf(peerState(client).rooms()));
+  }
+
   @Test
   void leaveRemovesTheRoom() throws Exception {
     ToConnection.Welcome welcome = open();
