@@ -67,6 +67,11 @@ public final class ClientProxy
 
   private static final Duration RETRY_DELAY = Duration.ofSeconds(1);
   private static final Duration READ_MODEL_POLL = Duration.ofMillis(250);
+  private static final Duration READ_MODEL_POLL_MAX = Duration.ofSeconds(4);
+
+  private static Duration min(Duration a, Duration b) {
+    return a.compareTo(b) <= 0 ? a : b;
+  }
 
   // ---------------------------------------------------------------------------------------------
   // Commands
@@ -505,6 +510,8 @@ public final class ClientProxy
   private boolean erasing;
   /** When this incarnation first tried to erase the ended session (0: not yet). */
   private long firstEraseAttemptNanos;
+  /** How long until the next look at the read model's progress, doubling (null: first look). */
+  private Duration readModelPoll;
   /** The state this incarnation is counted under in the sessions gauge (attached, detached, none). */
   private String countedAs;
 
@@ -1197,8 +1204,10 @@ public final class ClientProxy
   private ReplyEffect<Event, State> onEraseDone(State state, EraseDone done) {
     erasing = false;
     if (done.erased() == SessionStore.Erased.READ_MODEL_BEHIND) {
-      // The projection polls every 200 ms; look again soon.
-      timers.startSingleTimer(RetryPendingWork.INSTANCE, READ_MODEL_POLL);
+      // The projection polls every 200 ms, so the first look again comes soon; when many sessions
+      // end at once (a mass expiry) the projection lags, and the looks space out.
+      readModelPoll = readModelPoll == null ? READ_MODEL_POLL : min(readModelPoll.multipliedBy(2), READ_MODEL_POLL_MAX);
+      timers.startSingleTimer(RetryPendingWork.INSTANCE, readModelPoll);
       return Effect().noReply();
     }
     if (done.erased() == null) {
