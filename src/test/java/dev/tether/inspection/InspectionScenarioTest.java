@@ -56,6 +56,16 @@ class InspectionScenarioTest {
     return welcome.get("sessionId").asText();
   }
 
+  /** Opens a session as {@code user} and publishes {@code count} messages that it receives (seq 1..count). */
+  private static String helloAndReceive(WsClient ws, String user, int count) {
+    String id = id(ws.hello(user));
+    for (int n = 1; n <= count; n++) {
+      assertEquals(n, node.api().publishToSession(id, "{\"n\":" + n + "}"));
+      ws.expect("msg");
+    }
+    return id;
+  }
+
   private static Set<String> ids(List<JsonNode> rows) {
     return rows.stream().map(r -> r.get("sessionId").asText()).collect(Collectors.toSet());
   }
@@ -217,12 +227,8 @@ class InspectionScenarioTest {
     String user = user("overflow");
     String id;
     try (WsClient ws = WsClient.connect(node.port())) {
-      id = id(ws.hello(user));
       // The client reads but never acks: the outbox keeps the last OUTBOX_MAX, drops the oldest.
-      for (int i = 1; i <= 5; i++) {
-        assertEquals(i, node.api().publishToSession(id, "{\"n\":" + i + "}"));
-        ws.expect("msg");
-      }
+      id = helloAndReceive(ws, user, 5);
       assertEquals("lost", model.receipt(id, 1).get("status").asText());
       assertEquals("lost", model.receipt(id, 2).get("status").asText());
       assertEquals("written", model.receipt(id, 3).get("status").asText());
@@ -281,11 +287,7 @@ class InspectionScenarioTest {
     String user = user("ack-then-bye");
     String id;
     try (WsClient ws = WsClient.connect(node.port())) {
-      id = id(ws.hello(user));
-      for (int n = 1; n <= 3; n++) {
-        node.api().publishToSession(id, "{\"n\":" + n + "}");
-        ws.expect("msg");
-      }
+      id = helloAndReceive(ws, user, 3);
       ws.send("{\"type\":\"ack\",\"seq\":3}");
       ws.send("{\"type\":\"bye\"}");
       ws.expect("bye");

@@ -75,47 +75,30 @@ class SessionStoreTest {
   }
 
   private static void insertSnapshot(String persistenceId, long seq) throws Exception {
-    try (Connection c = database.dataSource().getConnection();
-        PreparedStatement ps =
-            c.prepareStatement(
-                "INSERT INTO snapshot(persistence_id, sequence_number, created, snapshot_ser_id, snapshot_ser_manifest, snapshot_payload) "
-                    + "VALUES (?, ?, 0, 1, '', ?)")) {
-      ps.setString(1, persistenceId);
-      ps.setLong(2, seq);
-      ps.setBytes(3, new byte[] {1});
-      ps.executeUpdate();
-    }
+    update(
+        "INSERT INTO snapshot(persistence_id, sequence_number, created, snapshot_ser_id, snapshot_ser_manifest, snapshot_payload) "
+            + "VALUES (?, ?, 0, 1, '', '\\x01')",
+        persistenceId,
+        seq);
   }
 
   /** Appends a journal row; returns its ordering. */
   private static long insertEvent(String persistenceId, long seq) throws Exception {
-    try (Connection c = database.dataSource().getConnection();
-        PreparedStatement ps =
-            c.prepareStatement(
-                "INSERT INTO event_journal(persistence_id, sequence_number, deleted, writer, write_timestamp, "
-                    + "adapter_manifest, event_ser_id, event_ser_manifest, event_payload) "
-                    + "VALUES (?, ?, false, 'test', 0, '', 1, '', ?) RETURNING ordering")) {
-      ps.setString(1, persistenceId);
-      ps.setLong(2, seq);
-      ps.setBytes(3, new byte[] {1});
-      try (ResultSet rs = ps.executeQuery()) {
-        rs.next();
-        return rs.getLong(1);
-      }
-    }
+    return query(
+        "INSERT INTO event_journal(persistence_id, sequence_number, deleted, writer, write_timestamp, "
+            + "adapter_manifest, event_ser_id, event_ser_manifest, event_payload) "
+            + "VALUES (?, ?, false, 'test', 0, '', 1, '', '\\x01') RETURNING ordering",
+        persistenceId,
+        seq).get(0);
   }
 
   private static void setOffset(String tag, long offset) throws Exception {
-    try (Connection c = database.dataSource().getConnection();
-        PreparedStatement ps =
-            c.prepareStatement(
-                "INSERT INTO pekko_projection_offset_store(projection_name, projection_key, current_offset, manifest, mergeable, last_updated) "
-                    + "VALUES ('the-read-model', ?, ?, 'SEQ', false, 0) "
-                    + "ON CONFLICT (projection_name, projection_key) DO UPDATE SET current_offset = EXCLUDED.current_offset")) {
-      ps.setString(1, tag);
-      ps.setString(2, Long.toString(offset));
-      ps.executeUpdate();
-    }
+    update(
+        "INSERT INTO pekko_projection_offset_store(projection_name, projection_key, current_offset, manifest, mergeable, last_updated) "
+            + "VALUES ('the-read-model', ?, ?, 'SEQ', false, 0) "
+            + "ON CONFLICT (projection_name, projection_key) DO UPDATE SET current_offset = EXCLUDED.current_offset",
+        tag,
+        Long.toString(offset));
   }
 
   private static List<String> snapshotOwners() throws Exception {
@@ -129,11 +112,27 @@ class SessionStoreTest {
   }
 
   private static long count(String sql) throws Exception {
+    return query(sql).get(0);
+  }
+
+  private static void update(String sql, Object... params) throws Exception {
     try (Connection c = database.dataSource().getConnection();
-        Statement st = c.createStatement();
-        ResultSet rs = st.executeQuery(sql)) {
-      rs.next();
-      return rs.getLong(1);
+        PreparedStatement ps = c.prepareStatement(sql)) {
+      for (int i = 0; i < params.length; i++) ps.setObject(i + 1, params[i]);
+      ps.executeUpdate();
     }
+  }
+
+  /** The first column of every row, as numbers. */
+  private static List<Long> query(String sql, Object... params) throws Exception {
+    List<Long> values = new ArrayList<>();
+    try (Connection c = database.dataSource().getConnection();
+        PreparedStatement ps = c.prepareStatement(sql)) {
+      for (int i = 0; i < params.length; i++) ps.setObject(i + 1, params[i]);
+      try (ResultSet rs = ps.executeQuery()) {
+        while (rs.next()) values.add(rs.getLong(1));
+      }
+    }
+    return values;
   }
 }
