@@ -1007,9 +1007,20 @@ public final class ClientProxy
     return Effect().noReply();
   }
 
-  /** The client's frames that depend on its rooms, or must not overtake a join: see {@link #joining}. */
+  /**
+   * What must not overtake a join: the client's frames that depend on its rooms (a send, a leave,
+   * another join, a bye), and what ends its connection (a detach, the connection stopping, a
+   * resume by another one), which would otherwise make a bye sent right after the join, just
+   * before the socket closed, arrive from a connection that no longer holds the session.
+   */
   private static boolean waitsForJoin(Command cmd) {
-    return cmd instanceof SendUpstream || cmd instanceof Join || cmd instanceof Leave || cmd instanceof Logout;
+    return cmd instanceof SendUpstream
+        || cmd instanceof Join
+        || cmd instanceof Leave
+        || cmd instanceof Logout
+        || cmd instanceof Detach
+        || cmd instanceof ConnectionTerminated
+        || cmd instanceof Resume;
   }
 
   private ReplyEffect<Event, State> onJoin(State state, Join cmd) {
@@ -1207,7 +1218,10 @@ public final class ClientProxy
       // The projection polls every 200 ms, so the first look again comes soon; when many sessions
       // end at once (a mass expiry) the projection lags, and the looks space out.
       readModelPoll = readModelPoll == null ? READ_MODEL_POLL : min(readModelPoll.multipliedBy(2), READ_MODEL_POLL_MAX);
-      timers.startSingleTimer(RetryPendingWork.INSTANCE, readModelPoll);
+      // ...but not past the end of the wait, when the erase goes ahead regardless.
+      Duration waited = Duration.ofNanos(System.nanoTime() - firstEraseAttemptNanos);
+      Duration left = settings.readModelWaitBeforeErase().minus(waited);
+      timers.startSingleTimer(RetryPendingWork.INSTANCE, left.isNegative() ? Duration.ZERO : min(readModelPoll, left));
       return Effect().noReply();
     }
     if (done.erased() == null) {

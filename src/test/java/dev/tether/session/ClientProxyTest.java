@@ -1038,6 +1038,49 @@ class ClientProxyTest {
     assertEquals(1, tombstones(sessionId, "ended"));
   }
 
+  /**
+   * An ended session waits for the inspection read model before it is erased, but not for ever:
+   * here nothing projects its events, and it is erased once the wait (1 s) is over.
+   */
+  @Test
+  void anEndedSessionIsErasedAfterTheReadModelWaitEvenIfTheProjectionNeverCatchesUp() throws Exception {
+    ClientProxySettings waiting =
+        new ClientProxySettings(GRACE, 100, 64 * 1024, 200, Duration.ofDays(7), Duration.ofSeconds(3), Duration.ofSeconds(30), Duration.ofSeconds(1));
+    session = sessionWith(waiting, new SessionStore(database.dataSource(), storeExecutor, "a-projection-that-never-runs"));
+    ToConnection.Welcome welcome = open();
+    // A journal row in the database the read model has not passed (the test kit keeps its own journal).
+    TestDatabase.update(
+        dbUrl,
+        "INSERT INTO event_journal(persistence_id, sequence_number, writer, event_ser_id, event_ser_manifest, event_payload) "
+            + "VALUES (?, 1, 'test', 1, '', '\\x01')",
+        ClientProxy.persistenceIdOf(sessionId));
+    long ended = System.nanoTime();
+
+    session.runCommand(new Logout(welcome.generation()));
+
+    TestProbe<Object> watcher = testKit.createTestProbe();
+    watcher.expectTerminated(welcome.session(), WAIT);
+    long tookMillis = Duration.ofNanos(System.nanoTime() - ended).toMillis();
+    assertTrue(tookMillis >= 900, "waited for the read model first: " + tookMillis + " ms");
+    assertEquals(1, tombstones(sessionId, "ended"));
+    assertEquals(
+        0, TestDatabase.count(dbUrl, "SELECT count(*) FROM event_journal WHERE persistence_id = ?", ClientProxy.persistenceIdOf(sessionId)));
+  }
+
+  /** A bye sent right after a join, just before the socket closed, still ends the session. */
+  @Test
+  void aByeRightAfterAJoinIsNotOvertakenByTheDetach() {
+    Peer client = openPeer();
+    String room = "join-then-bye-" + sessionId;
+    client.ref().tell(new Join(client.generation(), room));
+    client.ref().tell(new Logout(client.generation()));
+    client.ref().tell(new Detach(client.generation(), client.connection().getRef()));
+
+    assertEquals(new ToConnection.RoomJoined(room), client.connection().receiveMessage(WAIT));
+    assertEquals(new ToConnection.LoggedOut(), client.connection().receiveMessage(WAIT));
+    assertEquals("ended", peerState(client).state());
+  }
+
   @Test
   void logoutFromAStaleGenerationIsIgnored() {
     open();
@@ -1247,7 +1290,10 @@ class ClientProxyTest {
   // Helpers
 
   private EventSourcedBehaviorTestKit<Command, Event, State> sessionWith(ClientProxySettings settings) {
-    SessionStore store = new SessionStore(database.dataSource(), storeExecutor);
+    return sessionWith(settings, new SessionStore(database.dataSource(), storeExecutor));
+  }
+
+  private EventSourcedBehaviorTestKit<Command, Event, State> sessionWith(ClientProxySettings settings, SessionStore store) {
     ClientProxy.Dependencies deps = new ClientProxy.Dependencies(settings, store, delivery, CLOCK);
     // The test kit would serialize the state from the test's thread after every command, while
     // the session's own follow-up messages (an upstream delivery's result) may be changing it:

@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import dev.tether.persistence.Database;
 import dev.tether.testkit.TestDatabase;
 import java.sql.Connection;
-import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.Statement;
 import java.time.Duration;
@@ -18,11 +17,13 @@ import org.junit.jupiter.api.Test;
 
 /** The SQL beside the journal: the tombstone purge, and erasing only once the read model caught up. */
 class SessionStoreTest {
+  private static String dbUrl;
   private static Database database;
 
   @BeforeAll
   static void connect() {
-    database = Database.connect(TestDatabase.newDatabase(), "postgres", "postgres");
+    dbUrl = TestDatabase.newDatabase();
+    database = Database.connect(dbUrl, "postgres", "postgres");
   }
 
   @AfterAll
@@ -84,12 +85,13 @@ class SessionStoreTest {
 
   /** Appends a journal row; returns its ordering. */
   private static long insertEvent(String persistenceId, long seq) throws Exception {
-    return query(
+    return TestDatabase.queryLong(
+        dbUrl,
         "INSERT INTO event_journal(persistence_id, sequence_number, deleted, writer, write_timestamp, "
             + "adapter_manifest, event_ser_id, event_ser_manifest, event_payload) "
             + "VALUES (?, ?, false, 'test', 0, '', 1, '', '\\x01') RETURNING ordering",
         persistenceId,
-        seq).get(0);
+        seq);
   }
 
   private static void setOffset(String tag, long offset) throws Exception {
@@ -111,28 +113,11 @@ class SessionStoreTest {
     return owners;
   }
 
-  private static long count(String sql) throws Exception {
-    return query(sql).get(0);
+  private static long count(String sql) {
+    return TestDatabase.count(dbUrl, sql);
   }
 
-  private static void update(String sql, Object... params) throws Exception {
-    try (Connection c = database.dataSource().getConnection();
-        PreparedStatement ps = c.prepareStatement(sql)) {
-      for (int i = 0; i < params.length; i++) ps.setObject(i + 1, params[i]);
-      ps.executeUpdate();
-    }
-  }
-
-  /** The first column of every row, as numbers. */
-  private static List<Long> query(String sql, Object... params) throws Exception {
-    List<Long> values = new ArrayList<>();
-    try (Connection c = database.dataSource().getConnection();
-        PreparedStatement ps = c.prepareStatement(sql)) {
-      for (int i = 0; i < params.length; i++) ps.setObject(i + 1, params[i]);
-      try (ResultSet rs = ps.executeQuery()) {
-        while (rs.next()) values.add(rs.getLong(1));
-      }
-    }
-    return values;
+  private static void update(String sql, Object... params) {
+    TestDatabase.update(dbUrl, sql, params);
   }
 }

@@ -66,6 +66,11 @@ public final class TestDatabase {
 
   /** Counts rows of a query's single long column (e.g. {@code SELECT count(*) ...}). */
   public static long count(String url, String sql, Object... params) {
+    return queryLong(url, sql, params);
+  }
+
+  /** The first row's first column of a query (or of an {@code INSERT ... RETURNING}), as a long. */
+  public static long queryLong(String url, String sql, Object... params) {
     try (Connection c = java.sql.DriverManager.getConnection(url, "postgres", "postgres");
         var ps = c.prepareStatement(sql)) {
       for (int i = 0; i < params.length; i++) ps.setObject(i + 1, params[i]);
@@ -73,6 +78,17 @@ public final class TestDatabase {
         rs.next();
         return rs.getLong(1);
       }
+    } catch (SQLException e) {
+      throw new IllegalStateException(e);
+    }
+  }
+
+  /** Runs one statement that returns no rows. */
+  public static void update(String url, String sql, Object... params) {
+    try (Connection c = java.sql.DriverManager.getConnection(url, "postgres", "postgres");
+        var ps = c.prepareStatement(sql)) {
+      for (int i = 0; i < params.length; i++) ps.setObject(i + 1, params[i]);
+      ps.executeUpdate();
     } catch (SQLException e) {
       throw new IllegalStateException(e);
     }
