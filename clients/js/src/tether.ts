@@ -401,9 +401,10 @@ export class TetherClient extends Emitter<TetherEvents> {
    */
   close(): void {
     if (this._state === 'INIT' || this._state === 'CLOSED') return
-    if (this._state !== 'CLOSING') this.setState('CLOSING')
+    // The ack of what the app has processed goes out while the link is still live.
     const link = this.link
     if (link && link.welcomed) this.flushAck()
+    if (this._state !== 'CLOSING') this.setState('CLOSING')
     this.finish(new TetherError('closed', 'the client was closed'), 1000)
   }
 
@@ -568,7 +569,6 @@ export class TetherClient extends Emitter<TetherEvents> {
       // The resume's lastSeq acknowledged everything up to it.
       this._ackedSeq = Math.max(this._ackedSeq, Math.min(link.resumeLastSeq, w.lastSeq))
       this.unackedCount = 0
-      this.cseq = Math.max(this.cseq, w.clientSeq)
       // Sends the server already accepted are done; the rest are re-sent, in cseq order.
       for (const [cseq, pending] of [...this.pendingSends]) {
         if (cseq <= w.clientSeq) {
@@ -576,6 +576,10 @@ export class TetherClient extends Emitter<TetherEvents> {
           pending.resolve({ cseq })
         }
       }
+      // The next cseq follows what the server accepted and what is still to be re-sent, not
+      // what this client once numbered: sends rejected by close() never reached the server, and
+      // skipping their cseqs would make every later send out-of-order.
+      this.cseq = Math.max(w.clientSeq, ...this.pendingSends.keys())
     } else {
       if (wasResume) {
         const rejected = [...this.pendingSends.values()]
@@ -598,6 +602,10 @@ export class TetherClient extends Emitter<TetherEvents> {
       this.clearAckTimer()
     }
     this._reconnectAttempts = 0
+    // What was waiting goes out before any listener runs: a send made in a 'state', 'welcome' or
+    // 'resumed' listener takes the next cseq and must follow the re-sent ones on the wire.
+    for (const pending of this.pendingSends.values()) this.transmit(pending.frame)
+    this.replayRoomOps()
     this.setState('CONNECTED')
     this.emit('welcome', w)
     if (w.resumed && wasResume) {
@@ -606,8 +614,6 @@ export class TetherClient extends Emitter<TetherEvents> {
       this.emit('session-lost', sessionLost)
     }
     if (this.link !== link) return // a listener closed or dropped the link
-    for (const pending of this.pendingSends.values()) this.transmit(pending.frame)
-    this.replayRoomOps()
     const waiters = this.connectWaiters
     this.connectWaiters = []
     for (const waiter of waiters) waiter.resolve()

@@ -333,6 +333,48 @@ describe('upstream', () => {
   })
 })
 
+describe('numbering and acks around reconnects', () => {
+  test('a send rejected by close() leaves no cseq gap once connect() resumes', async () => {
+    const { c, conn } = await connected()
+    conn.ws.terminate()
+    const second = await server.connection(1)
+    assert.equal((await second.next()).type, 'resume') // no welcome: the client stays RECONNECTING
+    const lostSend = c.send('user:bob', { n: 1 }) // pending, never transmitted
+    c.close()
+    await assert.rejects(lostSend, (e) => e.code === 'closed')
+    const connecting = c.connect()
+    const third = await server.connection(2)
+    assert.equal((await third.next()).type, 'resume')
+    third.welcome({ resumed: true, reason: 'resumed', clientSeq: 0 }) // the server never saw cseq 1
+    await connecting
+    c.send('user:bob', { n: 2 }).catch(() => {})
+    assert.equal((await third.next()).cseq, 1, 'the next cseq follows welcome.clientSeq')
+  })
+
+  test('a send made in a resumed listener goes after the re-sent ones', async () => {
+    const { c, conn } = await connected()
+    c.send('user:bob', { n: 1 }).catch(() => {})
+    assert.equal((await conn.next()).cseq, 1)
+    conn.ws.terminate()
+    const second = await server.connection(1)
+    assert.equal((await second.next()).type, 'resume')
+    c.once('resumed', () => {
+      c.send('user:bob', { n: 2 }).catch(() => {})
+    })
+    second.welcome({ resumed: true, reason: 'resumed', clientSeq: 0 })
+    assert.deepEqual([(await second.next()).cseq, (await second.next()).cseq], [1, 2])
+  })
+
+  test('close() sends the ack of what was delivered before it closes', async () => {
+    const { c, conn } = await connected({ ack: { everyMessages: 100, everyMs: 60_000 } })
+    conn.msg(1)
+    await waitFor(() => c.lastSeq === 1, { what: 'seq 1' })
+    c.close()
+    await conn.closed
+    assert.deepEqual(conn.acks(), [1])
+  })
+})
+
 describe('lifecycle', () => {
   test('close() keeps the session; connect() resumes it', async () => {
     const { c, conn } = await connected()

@@ -2,7 +2,9 @@ package dev.tether.client;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.tether.gateway.FrameCodec;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.WebSocket;
@@ -183,6 +185,10 @@ public final class TetherClient implements AutoCloseable {
   private CompletableFuture<Void> loggedOut;
   private ScheduledFuture<?> heartbeatTask;
   private ScheduledFuture<?> ackTask;
+  /** The connection the last welcome came on (see the handshake deadline in open()). */
+  private int welcomedConnection;
+  /** logout() was called while the link was down: the next welcome is answered with bye. */
+  private boolean byeOnWelcome;
 
   private record PendingSend(long cseq, String frame, CompletableFuture<Long> result) {}
 
@@ -208,11 +214,28 @@ public final class TetherClient implements AutoCloseable {
     return firstConnect.orTimeout(config.connectTimeout.toMillis(), TimeUnit.MILLISECONDS);
   }
 
-  /** Sends {@code dataJson} to {@code to}; completes with its cseq once the server confirms it. */
+  /**
+   * Sends {@code dataJson} to {@code to}; completes with its cseq once the server confirms it,
+   * across reconnects. Fails at once (without using a cseq) when {@code to} is not a valid target
+   * or {@code dataJson} is not one JSON value, and when the client is closing or closed; fails
+   * later on an error for its cseq, or when the session is lost or the client closes first.
+   */
   public CompletableFuture<Long> send(String to, String dataJson) {
     CompletableFuture<Long> result = new CompletableFuture<>();
+    // Checked before a cseq is used: the server answers a frame it cannot decode with an error
+    // that carries no cseq, so the send would never settle and every later one would be out of order.
+    String problem = FrameCodec.sendTargetProblem(to);
+    if (problem == null && !isOneJsonValue(dataJson)) problem = "send: dataJson must be one JSON value";
+    if (problem != null) {
+      result.completeExceptionally(new IllegalArgumentException(problem));
+      return result;
+    }
     loop.execute(
         () -> {
+          if (state == State.CLOSING || state == State.CLOSED) {
+            result.completeExceptionally(new IllegalStateException("not connected: the client is " + state));
+            return;
+          }
           long cseq = nextCseq++;
           String frame =
               "{\"type\":\"send\",\"cseq\":" + cseq + ",\"to\":" + quote(to) + ",\"data\":" + dataJson + "}";
@@ -236,8 +259,16 @@ public final class TetherClient implements AutoCloseable {
 
   private CompletableFuture<Void> roomRequest(String type, String room) {
     CompletableFuture<Void> result = new CompletableFuture<>();
+    if (!FrameCodec.validName(room)) {
+      result.completeExceptionally(new IllegalArgumentException(type + ": room must be 1-128 characters without control characters"));
+      return result;
+    }
     loop.execute(
         () -> {
+          if (state == State.CLOSING || state == State.CLOSED) {
+            result.completeExceptionally(new IllegalStateException("not connected: the client is " + state));
+            return;
+          }
           String frame = "{\"type\":\"" + type + "\",\"room\":" + quote(room) + "}";
           PendingRoom previous = pendingRooms.put(room, new PendingRoom(type, frame, result));
           if (previous != null) previous.result().completeExceptionally(new IllegalStateException("superseded by " + type));
@@ -246,21 +277,43 @@ public final class TetherClient implements AutoCloseable {
     return result;
   }
 
-  /** Ends the session ({@code bye}); the client never reconnects afterwards. */
+  /**
+   * Ends the session ({@code bye}); the client never reconnects afterwards. While the link is
+   * down the client first resumes, only to say bye (the session would otherwise live on for its
+   * grace period). Completes once closed; if the server does not answer within the connect
+   * timeout, the client closes anyway.
+   */
   public CompletableFuture<Void> logout() {
     CompletableFuture<Void> done = new CompletableFuture<>();
     loop.execute(
         () -> {
+          if (loggedOut != null) {
+            loggedOut.whenComplete((v, e) -> done.complete(null));
+            return;
+          }
           loggedOut = done;
-          if (state == State.CONNECTED) {
-            flushAck();
-            write("{\"type\":\"bye\"}");
-            transition(State.CLOSING);
-          } else {
-            finish();
+          switch (state) {
+            case CONNECTED -> sayBye();
+            case CONNECTING, RECONNECTING -> {
+              byeOnWelcome = true; // the handshake in progress (or the next one) ends the session
+              loop.schedule(this::finishIfStillClosing, config.connectTimeout.toMillis() * 2, TimeUnit.MILLISECONDS);
+            }
+            default -> finish();
           }
         });
     return done;
+  }
+
+  private void sayBye() {
+    flushAck();
+    write("{\"type\":\"bye\"}");
+    transition(State.CLOSING);
+    loop.schedule(this::finishIfStillClosing, config.connectTimeout.toMillis(), TimeUnit.MILLISECONDS);
+  }
+
+  /** A logout the server did not answer (or a link that never came back) still ends in CLOSED. */
+  private void finishIfStillClosing() {
+    if (state != State.CLOSED) finish();
   }
 
   /** Pulls the plug as a dead network would: the client notices and reconnects. */
@@ -336,6 +389,14 @@ public final class TetherClient implements AutoCloseable {
                       sending = CompletableFuture.completedFuture(ws);
                       lastHeardNanos = System.nanoTime();
                       write(handshakeFrame());
+                      // The read deadline starts with the welcome; until then this one guards
+                      // the handshake (a link that went half-open right after the upgrade).
+                      loop.schedule(
+                          () -> {
+                            if (welcomedConnection != id) linkLost(id);
+                          },
+                          config.connectTimeout.toMillis(),
+                          TimeUnit.MILLISECONDS);
                     }));
   }
 
@@ -358,7 +419,11 @@ public final class TetherClient implements AutoCloseable {
   /** The one way into a reconnect: whatever reports the link dead, only one attempt is scheduled. */
   private void linkLost(int id) {
     if (id != connectionId || reconnectScheduled) return;
-    if (state == State.CLOSED || state == State.CLOSING || state == State.INIT) return;
+    if (state == State.CLOSING) {
+      finish(); // a logout whose link died: the bye may not have arrived; nothing more to do
+      return;
+    }
+    if (state == State.CLOSED || state == State.INIT) return;
     stopTimers();
     if (socket != null) socket.abort();
     socket = null;
@@ -401,6 +466,14 @@ public final class TetherClient implements AutoCloseable {
   }
 
   private void onWelcome(JsonNode w) {
+    welcomedConnection = connectionId;
+    if (byeOnWelcome) {
+      // Logging out: this handshake was only to say bye.
+      sessionId = w.path("sessionId").asText();
+      transition(State.CONNECTED);
+      sayBye();
+      return;
+    }
     boolean wasResume = sessionId != null;
     boolean resumed = w.path("resumed").asBoolean();
     if (wasResume && !resumed) {
@@ -474,6 +547,11 @@ public final class TetherClient implements AutoCloseable {
 
   private void onClosed(int id, int code) {
     if (id != connectionId) return;
+    if (state == State.CLOSING) {
+      // Logging out: whatever closed the link (the server's 1000 after bye, or a drop), it is over.
+      finish();
+      return;
+    }
     switch (code) {
       case 1000, 4002, 4004 -> {
         stopTimers();
@@ -488,10 +566,18 @@ public final class TetherClient implements AutoCloseable {
     }
   }
 
+  /** Goes CLOSED: no socket, no timers, every pending send and room request failed, waiters settled. */
   private void finish() {
     stopTimers();
+    if (socket != null) socket.abort();
+    socket = null;
     transition(State.CLOSED);
     connectionId++;
+    IllegalStateException closed = new IllegalStateException("closed before the server confirmed it");
+    for (PendingSend p : pendingSends.values()) p.result().completeExceptionally(closed);
+    pendingSends.clear();
+    for (PendingRoom p : pendingRooms.values()) p.result().completeExceptionally(closed);
+    pendingRooms.clear();
     if (loggedOut != null) loggedOut.complete(null);
     firstConnect.completeExceptionally(new IllegalStateException("closed"));
   }
@@ -561,6 +647,17 @@ public final class TetherClient implements AutoCloseable {
       return loop.submit(read).get(5, TimeUnit.SECONDS);
     } catch (Exception e) {
       throw new IllegalStateException(e);
+    }
+  }
+
+  /** Whether {@code json} is exactly one JSON value (what the server takes as a send's data). */
+  private static boolean isOneJsonValue(String json) {
+    if (json == null) return false;
+    try {
+      JsonNode node = JSON.reader().with(DeserializationFeature.FAIL_ON_TRAILING_TOKENS).readTree(json);
+      return node != null && !node.isMissingNode();
+    } catch (java.io.IOException e) {
+      return false;
     }
   }
 

@@ -110,16 +110,26 @@ public final class FrameCodec {
     Long cseq = nonNegativeLong(node.get("cseq"));
     if (cseq == null || cseq < 1) return bad("send: cseq must be a positive integer");
     JsonNode to = node.get("to");
-    Target target = to != null && to.isTextual() ? Target.parse(to.textValue()) : null;
-    if (target == null) return bad("send: to must be session:<id>, user:<id> or room:<name>");
-    boolean validId =
-        target.kind() == Target.Kind.SESSION ? validSessionId(target.id()) : validName(target.id());
-    if (!validId) return bad("send: the target's id or name is malformed");
+    String problem = sendTargetProblem(to != null && to.isTextual() ? to.textValue() : null);
+    if (problem != null) return bad(problem);
+    Target target = Target.parse(to.textValue());
     JsonNode data = node.get("data");
     if (data == null) return bad("send: data is missing");
     JsonNode echo = node.get("echo");
     if (echo != null && !echo.isBoolean()) return bad("send: echo must be a boolean");
     return new ClientFrame.Send(cseq, target, data.toString(), echo == null || echo.booleanValue());
+  }
+
+  /**
+   * Why {@code to} cannot be a send's target, or null when it can. Public for the Java client,
+   * which checks before it numbers a send: a frame refused here gets no cseq in its error.
+   */
+  public static String sendTargetProblem(String to) {
+    Target target = Target.parse(to);
+    if (target == null) return "send: to must be session:<id>, user:<id> or room:<name>";
+    boolean validId =
+        target.kind() == Target.Kind.SESSION ? validSessionId(target.id()) : validName(target.id());
+    return validId ? null : "send: the target's id or name is malformed";
   }
 
   private static ClientFrame decodeRoom(JsonNode node, boolean join) {

@@ -13,6 +13,7 @@ import java.util.Collections;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BooleanSupplier;
 import org.junit.jupiter.api.Test;
@@ -186,6 +187,147 @@ class TetherClientTest {
       assertThrows(Exception.class, () -> unconfirmed.get(5, TimeUnit.SECONDS), "sends of the lost session fail");
       assertEquals(1L, client.send("user:nobody", "{\"fresh\":true}").get(10, TimeUnit.SECONDS), "cseq restarts");
       client.close();
+    }
+  }
+
+  @Test
+  void aSendOrRoomTheServerCouldNotDecodeIsRefusedWithoutUsingACseq() throws Exception {
+    Recorder recorder = new Recorder();
+    TetherClient client = client(node.port(), "java-gil", recorder);
+    client.connect().get(10, TimeUnit.SECONDS);
+    for (var refused :
+        List.of(
+            client.send("nowhere", "{}"),
+            client.send("room:" + "r".repeat(200), "{}"),
+            client.send("user:nobody", "{not json"),
+            client.send("user:nobody", "{} {}"),
+            client.join("bad\u0001room"))) {
+      ExecutionException e = assertThrows(ExecutionException.class, () -> refused.get(5, TimeUnit.SECONDS));
+      assertTrue(e.getCause() instanceof IllegalArgumentException, e.toString());
+    }
+    assertEquals(1L, client.send("user:nobody", "{\"ok\":true}").get(10, TimeUnit.SECONDS), "the first cseq is still 1");
+    client.close();
+  }
+
+  @Test
+  void closeFailsTheSendsAndRoomRequestsStillPending() throws Exception {
+    try (FaultProxy proxy = new FaultProxy(node.port())) {
+      TetherClient client = client(proxy.port(), "java-hal", new Recorder());
+      client.connect().get(10, TimeUnit.SECONDS);
+      proxy.refuse(true);
+      proxy.cut();
+      await(() -> client.state() == TetherClient.State.RECONNECTING, "reconnecting");
+      var send = client.send("user:nobody", "{}");
+      var join = client.join("lobby");
+      client.close();
+      assertThrows(ExecutionException.class, () -> send.get(5, TimeUnit.SECONDS));
+      assertThrows(ExecutionException.class, () -> join.get(5, TimeUnit.SECONDS));
+    }
+  }
+
+  @Test
+  void logoutWhileTheLinkIsDownResumesToSayBye() throws Exception {
+    try (FaultProxy proxy = new FaultProxy(node.port())) {
+      Recorder recorder = new Recorder();
+      TetherClient client = client(proxy.port(), "java-ida", recorder);
+      client.connect().get(10, TimeUnit.SECONDS);
+      String id = client.sessionId();
+      proxy.refuse(true);
+      proxy.cut();
+      await(() -> client.state() == TetherClient.State.RECONNECTING, "reconnecting");
+      var loggedOut = client.logout();
+      proxy.refuse(false);
+      loggedOut.get(10, TimeUnit.SECONDS);
+      assertEquals(TetherClient.State.CLOSED, client.state());
+      await(() -> node.api().get("/api/sessions/" + id).status() == 404, "the session ended on the server");
+    }
+  }
+
+  @Test
+  void logoutCompletesWhenTheLinkDiesBeforeTheServerAnswers() throws Exception {
+    try (FaultProxy proxy = new FaultProxy(node.port())) {
+      TetherClient client = client(proxy.port(), "java-jo", new Recorder());
+      client.connect().get(10, TimeUnit.SECONDS);
+      proxy.stall(); // the bye goes nowhere
+      var loggedOut = client.logout();
+      Thread.sleep(200);
+      proxy.cut();
+      loggedOut.get(5, TimeUnit.SECONDS);
+      assertEquals(TetherClient.State.CLOSED, client.state());
+    }
+  }
+
+  /** A server that upgrades the socket and then says nothing: the client must not wait forever for its welcome. */
+  @Test
+  void aWelcomeThatNeverComesCountsAsADeadLink() throws Exception {
+    try (SilentWebSocketServer silent = new SilentWebSocketServer()) {
+      TetherClient client =
+          TetherClient.builder(URI.create("ws://127.0.0.1:" + silent.port() + "/ws"))
+              .user("java-kit")
+              .connectTimeout(Duration.ofMillis(400))
+              .backoff(new TetherClient.Backoff(Duration.ofMillis(20), Duration.ofMillis(50), 2.0, 100))
+              .listener(new Recorder())
+              .build();
+      client.connect();
+      await(() -> silent.upgraded.get() >= 3, "new attempts after each silent handshake");
+      client.close();
+    }
+  }
+
+  /** Accepts WebSocket upgrades (RFC 6455 handshake) and then reads and ignores everything. */
+  private static final class SilentWebSocketServer implements AutoCloseable {
+    private final java.net.ServerSocket server = new java.net.ServerSocket(0, 50, java.net.InetAddress.getLoopbackAddress());
+    final java.util.concurrent.atomic.AtomicInteger upgraded = new java.util.concurrent.atomic.AtomicInteger();
+    private final List<java.net.Socket> sockets = new java.util.concurrent.CopyOnWriteArrayList<>();
+
+    SilentWebSocketServer() throws java.io.IOException {
+      Thread acceptor =
+          new Thread(
+              () -> {
+                while (!server.isClosed()) {
+                  try {
+                    java.net.Socket socket = server.accept();
+                    sockets.add(socket);
+                    upgrade(socket);
+                  } catch (Exception e) {
+                    // closed
+                  }
+                }
+              },
+              "silent-ws");
+      acceptor.setDaemon(true);
+      acceptor.start();
+    }
+
+    int port() {
+      return server.getLocalPort();
+    }
+
+    private void upgrade(java.net.Socket socket) throws Exception {
+      var in = new java.io.BufferedReader(new java.io.InputStreamReader(socket.getInputStream(), java.nio.charset.StandardCharsets.US_ASCII));
+      String key = null;
+      for (String line = in.readLine(); line != null && !line.isEmpty(); line = in.readLine()) {
+        if (line.toLowerCase(java.util.Locale.ROOT).startsWith("sec-websocket-key:")) key = line.substring(18).trim();
+      }
+      byte[] sha1 =
+          java.security.MessageDigest.getInstance("SHA-1")
+              .digest((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+      String accept = java.util.Base64.getEncoder().encodeToString(sha1);
+      socket
+          .getOutputStream()
+          .write(
+              ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+                      + accept
+                      + "\r\n\r\n")
+                  .getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+      socket.getOutputStream().flush();
+      upgraded.incrementAndGet();
+    }
+
+    @Override
+    public void close() throws java.io.IOException {
+      server.close();
+      for (java.net.Socket s : sockets) s.close();
     }
   }
 
