@@ -49,13 +49,18 @@ class NodeLossIT {
   private static final Duration RESUME_BUDGET = Duration.ofSeconds(10);
   /**
    * Fast failure detection and downing, as a deployment that wants 10 s fail-over configures it
-   * (docs/OPERATIONS.md, "Fast fail-over"): unreachable after ~3 s, downed 2 s later, and the
+   * (docs/OPERATIONS.md, "Fast fail-over"): heartbeats, gossip and reachability checks every
+   * 500 ms, unreachable after ~2.5 s, downed 2 s later, removed at the next 500 ms leader tick, and the
    * shard coordinators moved 1 s after removal instead of waiting another stable-after.
    */
   private static final List<String> CLUSTER_TUNING =
       List.of(
           "-Dpekko.cluster.split-brain-resolver.stable-after=2s",
+          "-Dpekko.cluster.failure-detector.heartbeat-interval=500ms",
           "-Dpekko.cluster.failure-detector.acceptable-heartbeat-pause=2s",
+          "-Dpekko.cluster.unreachable-nodes-reaper-interval=500ms",
+          "-Dpekko.cluster.leader-actions-interval=500ms",
+          "-Dpekko.cluster.gossip-interval=500ms",
           "-Dpekko.cluster.down-removal-margin=1s");
 
   private static final List<TetherProcess> processes = new ArrayList<>();
