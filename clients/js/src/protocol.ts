@@ -19,6 +19,8 @@ export interface WelcomeFrame {
   grace: number
   rooms: string[]
   user?: string
+  /** Recent sends the server refused (their cseqs are covered by clientSeq); absent when none. */
+  refused?: { cseq: number; code: string }[]
 }
 
 export interface MsgFrame {

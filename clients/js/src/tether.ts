@@ -569,6 +569,14 @@ export class TetherClient extends Emitter<TetherEvents> {
       // The resume's lastSeq acknowledged everything up to it.
       this._ackedSeq = Math.max(this._ackedSeq, Math.min(link.resumeLastSeq, w.lastSeq))
       this.unackedCount = 0
+      // Sends the server refused while their error frame was lost with the link: clientSeq
+      // covers them, so without this they would pass for accepted below.
+      for (const refusal of Array.isArray(w.refused) ? w.refused : []) {
+        const pending = this.pendingSends.get(refusal.cseq)
+        if (!pending) continue
+        this.pendingSends.delete(refusal.cseq)
+        pending.reject(new TetherError(String(refusal.code), `send ${refusal.cseq} was refused: ${refusal.code}`, { cseq: refusal.cseq }))
+      }
       // Sends the server already accepted are done; the rest are re-sent, in cseq order.
       for (const [cseq, pending] of [...this.pendingSends]) {
         if (cseq <= w.clientSeq) {

@@ -365,6 +365,19 @@ describe('numbering and acks around reconnects', () => {
     assert.deepEqual([(await second.next()).cseq, (await second.next()).cseq], [1, 2])
   })
 
+  test('a send the server refused while the link was down is rejected, not taken for accepted', async () => {
+    const { c, conn } = await connected()
+    const refused = c.send('room:r', { n: 1 })
+    assert.equal((await conn.next()).cseq, 1)
+    conn.ws.terminate() // the error frame for cseq 1 is lost with the link
+    const second = await server.connection(1)
+    assert.equal((await second.next()).type, 'resume')
+    second.welcome({ resumed: true, reason: 'resumed', clientSeq: 1, refused: [{ cseq: 1, code: 'not-in-room' }] })
+    await assert.rejects(refused, (e) => e.code === 'not-in-room' && e.cseq === 1)
+    c.send('room:r', { n: 2 }).catch(() => {})
+    assert.equal((await second.next()).cseq, 2)
+  })
+
   test('close() sends the ack of what was delivered before it closes', async () => {
     const { c, conn } = await connected({ ack: { everyMessages: 100, everyMs: 60_000 } })
     conn.msg(1)

@@ -494,6 +494,12 @@ public final class TetherClient implements AutoCloseable {
     reconnectAttempts = 0;
     transition(State.CONNECTED);
     startTimers();
+    // Sends the server refused while their error frame was lost with the link: clientSeq covers
+    // them, so without this they would pass for accepted just below.
+    for (JsonNode refusal : w.path("refused")) {
+      String code = refusal.path("code").asText("refused");
+      settle(refusal.path("cseq").asLong(), code + ": the server refused this send");
+    }
     // The server has everything up to clientSeq; the rest is sent again, in order.
     long clientSeq = w.path("clientSeq").asLong();
     for (PendingSend p : new ArrayList<>(pendingSends.values())) {

@@ -397,7 +397,8 @@ public final class Connection {
                 settings.heartbeatTimeout().toMillis(),
                 welcome.graceMillis(),
                 welcome.rooms(),
-                welcome.userId())));
+                welcome.userId(),
+                welcome.refusedUpstream())));
     metrics.welcomed(reason, welcome.resumed(), System.nanoTime() - handshakeStartedNanos, welcome.replay(), welcome.lost());
     // The welcome itself can overflow the queue of a client that stopped reading (its pongs
     // filled it): the socket is then closing (4009) and the session was told so.

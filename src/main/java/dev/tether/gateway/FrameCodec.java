@@ -230,7 +230,8 @@ public final class FrameCodec {
       long heartbeatTimeout,
       long grace,
       List<String> rooms,
-      String userId) {}
+      String userId,
+      java.util.Map<Long, String> refused) {}
 
   public static String welcome(WelcomeFrame w) {
     return frame(
@@ -253,6 +254,17 @@ public final class FrameCodec {
           for (String room : w.rooms()) g.writeString(room);
           g.writeEndArray();
           g.writeStringField("user", w.userId());
+          if (!w.refused().isEmpty()) {
+            // An addition (PROTOCOL.md 8.2): the recent refused sends, in cseq order.
+            g.writeArrayFieldStart("refused");
+            for (Long cseq : new java.util.TreeSet<>(w.refused().keySet())) {
+              g.writeStartObject();
+              g.writeNumberField("cseq", cseq);
+              g.writeStringField("code", w.refused().get(cseq));
+              g.writeEndObject();
+            }
+            g.writeEndArray();
+          }
         });
   }
 

@@ -324,6 +324,13 @@ public final class ClientProxy
     String endReason;
     TreeMap<Long, PendingUpstream> pendingUpstream = new TreeMap<>();
     HashMap<String, OriginMark> origins = new HashMap<>();
+    /**
+     * The client's last {@link #REFUSALS_KEPT} refused sends (cseq to error code). A refusal uses
+     * up its cseq, so {@code clientSeq} covers it; the welcome lists these so that a client whose
+     * error frame was lost in a drop does not take the send for accepted, and a re-sent refused
+     * cseq is refused again rather than confirmed.
+     */
+    TreeMap<Long, String> refusedUpstream = new TreeMap<>();
 
     public Status status() {
       return status;
@@ -547,6 +554,9 @@ public final class ClientProxy
   public static String persistenceIdOf(String sessionId) {
     return PersistenceId.of(ENTITY_TYPE_KEY.name(), sessionId).id();
   }
+
+  /** How many refused sends a session remembers for its client (see {@code State.refusedUpstream}). */
+  static final int REFUSALS_KEPT = 64;
 
   /** Number of tag slices the session read model's projection is split into (one instance each). */
   public static final int TAG_SLICES = 4;
@@ -941,7 +951,11 @@ public final class ClientProxy
     ActorRef<ToConnection> replyTo = connection;
     long cseq = cmd.cseq();
     if (cseq <= state.clientSeq) {
-      // Already accepted (a resend after a drop): confirm again, deliver nothing.
+      // A resend after a drop: answered as the first time, and delivered nothing.
+      String refused = state.refusedUpstream.get(cseq);
+      if (refused != null) {
+        return Effect().reply(replyTo, new ToConnection.UpstreamRejected(cseq, refused, "this send was refused: " + refused));
+      }
       return Effect().reply(replyTo, new ToConnection.UpstreamConfirmed(cseq));
     }
     if (cseq != state.clientSeq + 1) {
@@ -1283,7 +1297,8 @@ public final class ClientProxy
         state.clientSeq,
         lost,
         settings.grace().toMillis(),
-        List.copyOf(state.rooms));
+        List.copyOf(state.rooms),
+        Map.copyOf(state.refusedUpstream));
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1311,6 +1326,8 @@ public final class ClientProxy
     }
     if (event instanceof UpstreamRefused e) {
       state.clientSeq = e.cseq();
+      state.refusedUpstream.put(e.cseq(), e.code());
+      if (state.refusedUpstream.size() > REFUSALS_KEPT) state.refusedUpstream.pollFirstEntry();
       return state;
     }
     if (event instanceof UpstreamDelivered e) {

@@ -260,7 +260,7 @@ class TetherClientTest {
   /** A server that upgrades the socket and then says nothing: the client must not wait forever for its welcome. */
   @Test
   void aWelcomeThatNeverComesCountsAsADeadLink() throws Exception {
-    try (SilentWebSocketServer silent = new SilentWebSocketServer()) {
+    try (ScriptedServer silent = new ScriptedServer()) {
       TetherClient client =
           TetherClient.builder(URI.create("ws://127.0.0.1:" + silent.port() + "/ws"))
               .user("java-kit")
@@ -269,32 +269,72 @@ class TetherClientTest {
               .listener(new Recorder())
               .build();
       client.connect();
-      await(() -> silent.upgraded.get() >= 3, "new attempts after each silent handshake");
+      await(() -> silent.connections.size() >= 3, "new attempts after each silent handshake");
       client.close();
     }
   }
 
-  /** Accepts WebSocket upgrades (RFC 6455 handshake) and then reads and ignores everything. */
-  private static final class SilentWebSocketServer implements AutoCloseable {
-    private final java.net.ServerSocket server = new java.net.ServerSocket(0, 50, java.net.InetAddress.getLoopbackAddress());
-    final java.util.concurrent.atomic.AtomicInteger upgraded = new java.util.concurrent.atomic.AtomicInteger();
-    private final List<java.net.Socket> sockets = new java.util.concurrent.CopyOnWriteArrayList<>();
+  /**
+   * A send the server refused while the link was down (its error frame lost with it) is covered
+   * by welcome.clientSeq; the welcome's refused list keeps it from passing for accepted.
+   */
+  @Test
+  void aSendRefusedWhileTheLinkWasDownFailsInsteadOfPassingForSent() throws Exception {
+    try (ScriptedServer server = new ScriptedServer()) {
+      TetherClient client =
+          TetherClient.builder(URI.create("ws://127.0.0.1:" + server.port() + "/ws"))
+              .user("java-lou")
+              .backoff(new TetherClient.Backoff(Duration.ofMillis(20), Duration.ofMillis(50), 2.0, 100))
+              .listener(new Recorder())
+              .build();
+      var connected = client.connect();
+      ScriptedServer.Link first = server.link(0);
+      assertTrue(first.readText().contains("\"hello\""));
+      first.sendText(welcome(false, 0, ""));
+      connected.get(5, TimeUnit.SECONDS);
 
-    SilentWebSocketServer() throws java.io.IOException {
+      var refused = client.send("room:r", "{}");
+      assertTrue(first.readText().contains("\"cseq\":1"));
+      first.socket.close(); // the server refused it (not in the room), but the error never left
+
+      ScriptedServer.Link second = server.link(1);
+      assertTrue(second.readText().contains("\"resume\""));
+      second.sendText(welcome(true, 1, ",\"refused\":[{\"cseq\":1,\"code\":\"not-in-room\"}]"));
+      ExecutionException e = assertThrows(ExecutionException.class, () -> refused.get(5, TimeUnit.SECONDS));
+      assertTrue(e.getCause().getMessage().contains("not-in-room"), e.toString());
+      client.close();
+    }
+  }
+
+  private static String welcome(boolean resumed, long clientSeq, String extra) {
+    return "{\"type\":\"welcome\",\"sessionId\":\"s_scripted\",\"resumeToken\":\"r_scripted\",\"resumed\":" + resumed
+        + ",\"reason\":\"" + (resumed ? "resumed" : "new") + "\",\"replay\":0,\"lastSeq\":0,\"clientSeq\":" + clientSeq
+        + ",\"lost\":0,\"heartbeat\":{\"interval\":60000,\"timeout\":120000},\"grace\":120000,\"rooms\":[],\"user\":\"u\""
+        + extra + "}";
+  }
+
+  /**
+   * A WebSocket server the test scripts by hand: it accepts upgrades (RFC 6455 handshake), reads
+   * the client's text frames (small, masked) and sends text frames.
+   */
+  private static final class ScriptedServer implements AutoCloseable {
+    private final java.net.ServerSocket server = new java.net.ServerSocket(0, 50, java.net.InetAddress.getLoopbackAddress());
+    final List<Link> connections = new CopyOnWriteArrayList<>();
+
+    ScriptedServer() throws java.io.IOException {
       Thread acceptor =
           new Thread(
               () -> {
                 while (!server.isClosed()) {
                   try {
                     java.net.Socket socket = server.accept();
-                    sockets.add(socket);
-                    upgrade(socket);
+                    connections.add(new Link(socket));
                   } catch (Exception e) {
                     // closed
                   }
                 }
               },
-              "silent-ws");
+              "scripted-ws");
       acceptor.setDaemon(true);
       acceptor.start();
     }
@@ -303,31 +343,80 @@ class TetherClientTest {
       return server.getLocalPort();
     }
 
-    private void upgrade(java.net.Socket socket) throws Exception {
-      var in = new java.io.BufferedReader(new java.io.InputStreamReader(socket.getInputStream(), java.nio.charset.StandardCharsets.US_ASCII));
-      String key = null;
-      for (String line = in.readLine(); line != null && !line.isEmpty(); line = in.readLine()) {
-        if (line.toLowerCase(java.util.Locale.ROOT).startsWith("sec-websocket-key:")) key = line.substring(18).trim();
-      }
-      byte[] sha1 =
-          java.security.MessageDigest.getInstance("SHA-1")
-              .digest((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").getBytes(java.nio.charset.StandardCharsets.US_ASCII));
-      String accept = java.util.Base64.getEncoder().encodeToString(sha1);
-      socket
-          .getOutputStream()
-          .write(
-              ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
-                      + accept
-                      + "\r\n\r\n")
-                  .getBytes(java.nio.charset.StandardCharsets.US_ASCII));
-      socket.getOutputStream().flush();
-      upgraded.incrementAndGet();
+    Link link(int index) throws InterruptedException {
+      await(() -> connections.size() > index, "connection #" + (index + 1));
+      return connections.get(index);
     }
 
     @Override
     public void close() throws java.io.IOException {
       server.close();
-      for (java.net.Socket s : sockets) s.close();
+      for (Link link : connections) link.socket.close();
+    }
+
+    static final class Link {
+      final java.net.Socket socket;
+      private final java.io.DataInputStream in;
+
+      Link(java.net.Socket socket) throws Exception {
+        this.socket = socket;
+        this.in = new java.io.DataInputStream(socket.getInputStream());
+        String key = null;
+        for (String line = readLine(); !line.isEmpty(); line = readLine()) {
+          if (line.toLowerCase(java.util.Locale.ROOT).startsWith("sec-websocket-key:")) key = line.substring(18).trim();
+        }
+        byte[] sha1 =
+            java.security.MessageDigest.getInstance("SHA-1")
+                .digest((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+        write(
+            ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+                    + java.util.Base64.getEncoder().encodeToString(sha1)
+                    + "\r\n\r\n")
+                .getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+      }
+
+      private String readLine() throws java.io.IOException {
+        StringBuilder line = new StringBuilder();
+        for (int b = in.read(); b != '\n'; b = in.read()) {
+          if (b < 0) throw new java.io.EOFException();
+          if (b != '\r') line.append((char) b);
+        }
+        return line.toString();
+      }
+
+      /** The next text frame from the client (unfragmented; pings are skipped). */
+      String readText() throws java.io.IOException {
+        while (true) {
+          int opcode = in.readUnsignedByte() & 0x0F;
+          int length = in.readUnsignedByte() & 0x7F;
+          if (length == 126) length = in.readUnsignedShort();
+          else if (length == 127) length = (int) in.readLong();
+          byte[] mask = in.readNBytes(4);
+          byte[] payload = in.readNBytes(length);
+          for (int i = 0; i < payload.length; i++) payload[i] ^= mask[i % 4];
+          if (opcode == 0x1) return new String(payload, java.nio.charset.StandardCharsets.UTF_8);
+        }
+      }
+
+      void sendText(String text) throws java.io.IOException {
+        byte[] payload = text.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        java.io.ByteArrayOutputStream frame = new java.io.ByteArrayOutputStream();
+        frame.write(0x81);
+        if (payload.length < 126) {
+          frame.write(payload.length);
+        } else {
+          frame.write(126);
+          frame.write(payload.length >> 8);
+          frame.write(payload.length & 0xFF);
+        }
+        frame.write(payload);
+        write(frame.toByteArray());
+      }
+
+      private void write(byte[] bytes) throws java.io.IOException {
+        socket.getOutputStream().write(bytes);
+        socket.getOutputStream().flush();
+      }
     }
   }
 

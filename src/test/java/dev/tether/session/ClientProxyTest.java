@@ -50,6 +50,7 @@ import java.time.Instant;
 import java.time.ZoneOffset;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.stream.Collectors;
 import java.util.concurrent.ForkJoinPool;
@@ -867,6 +868,31 @@ class ClientProxyTest {
     assertEquals("not-in-room", rejected.code());
     assertEquals(1, result.state().clientSeq());
     assertTrue(result.state().pendingUpstream().isEmpty());
+  }
+
+  /**
+   * A refusal uses up its cseq, so welcome.clientSeq covers it: were its error frame lost in a
+   * drop, the client could take the send for accepted. The welcome lists recent refusals, and a
+   * re-sent refused cseq is refused again, never confirmed. Both survive a restart.
+   */
+  @Test
+  void aRefusedSendIsReportedAsRefusedAfterADropAndWhenSentAgain() {
+    ToConnection.Welcome welcome = open();
+    Target room = new Target(Target.Kind.ROOM, "lobby-" + sessionId);
+    session.runCommand(new SendUpstream(welcome.generation(), 1, room, "{}", true));
+    connection.expectMessageClass(ToConnection.UpstreamRejected.class);
+    session.restart();
+
+    TestProbe<ToConnection> back = testKit.createTestProbe(ToConnection.class);
+    session.runCommand(new Resume(user, TOKEN_HASH, 0, back.getRef()));
+    ToConnection.Welcome resumed = back.expectMessageClass(ToConnection.Welcome.class);
+    assertEquals(1, resumed.clientSeq());
+    assertEquals(Map.of(1L, "not-in-room"), resumed.refusedUpstream());
+
+    CommandResult<Command, Event, State> again =
+        session.runCommand(new SendUpstream(resumed.generation(), 1, room, "{}", true));
+    assertTrue(again.hasNoEvents());
+    assertEquals("not-in-room", back.expectMessageClass(ToConnection.UpstreamRejected.class).code());
   }
 
   @Test

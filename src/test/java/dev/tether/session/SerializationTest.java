@@ -144,6 +144,7 @@ class SerializationTest {
         // ToConnection
         new ToConnection.Welcome(session, "s_abc", "alice", 2, true, 3, 44, 17, 1, 120000, List.of("lobby")),
         new ToConnection.Welcome(session, "s_abc", "alice", 1, false, 0, 0, 0, 0, 120000, List.of()),
+        new ToConnection.Welcome(session, "s_abc", "alice", 2, true, 0, 9, 7, 0, 120000, List.of(), java.util.Map.of(5L, "not-in-room")),
         new ToConnection.ResumeRejected("s_abc", "invalid-token"),
         new ToConnection.Deliver(roomMessage),
         new ToConnection.Kicked("taken-over"),
@@ -199,6 +200,7 @@ class SerializationTest {
     state.origins = new HashMap<>();
     state.origins.put("s_bob", new ClientProxy.OriginMark(9, 41, 1763765000000L));
     state.origins.put("s_carol", new ClientProxy.OriginMark(3, 42, 1763765000002L));
+    state.refusedUpstream = new TreeMap<>(java.util.Map.of(12L, "not-in-room", 15L, "not-in-room"));
 
     ClientProxy.State copy = serialization.verifySerialization(state, false);
 
@@ -224,6 +226,7 @@ class SerializationTest {
     assertEquals(state.endReason(), copy.endReason());
     assertEquals(state.pendingUpstream(), copy.pendingUpstream());
     assertEquals(state.origins, copy.origins);
+    assertEquals(state.refusedUpstream, copy.refusedUpstream);
     assertEquals(state.view(), copy.view());
   }
 
