@@ -584,10 +584,20 @@ export class TetherClient extends Emitter<TetherEvents> {
           pending.resolve({ cseq })
         }
       }
-      // The next cseq follows what the server accepted and what is still to be re-sent, not
-      // what this client once numbered: sends rejected by close() never reached the server, and
-      // skipping their cseqs would make every later send out-of-order.
-      this.cseq = Math.max(w.clientSeq, ...this.pendingSends.keys())
+      // The server handles sends in cseq order, so none of those still pending reached it: they
+      // are numbered again from clientSeq + 1, in their order. This closes any gap left by sends
+      // that never reached it (rejected by close(), or numbered before this welcome from a stale
+      // counter), which the server would otherwise answer out-of-order, one after the other.
+      const stillPending = [...this.pendingSends.values()].sort((a, b) => a.cseq - b.cseq)
+      this.pendingSends.clear()
+      let next = w.clientSeq
+      for (const pending of stillPending) {
+        next++
+        pending.cseq = next
+        pending.frame.cseq = next
+        this.pendingSends.set(next, pending)
+      }
+      this.cseq = next
     } else {
       if (wasResume) {
         const rejected = [...this.pendingSends.values()]

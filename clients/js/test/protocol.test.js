@@ -343,12 +343,16 @@ describe('numbering and acks around reconnects', () => {
     c.close()
     await assert.rejects(lostSend, (e) => e.code === 'closed')
     const connecting = c.connect()
+    const early = c.send('user:bob', { n: 2 }) // before the welcome: numbered from the stale counter
     const third = await server.connection(2)
     assert.equal((await third.next()).type, 'resume')
     third.welcome({ resumed: true, reason: 'resumed', clientSeq: 0 }) // the server never saw cseq 1
     await connecting
-    c.send('user:bob', { n: 2 }).catch(() => {})
-    assert.equal((await third.next()).cseq, 1, 'the next cseq follows welcome.clientSeq')
+    c.send('user:bob', { n: 3 }).catch(() => {})
+    const sent = [await third.next(), await third.next()]
+    assert.deepEqual(sent.map((f) => [f.cseq, f.data.n]), [[1, 2], [2, 3]], 'numbered from welcome.clientSeq, in order')
+    third.send({ type: 'sent', cseq: 1 })
+    assert.deepEqual(await early, { cseq: 1 })
   })
 
   test('a send made in a resumed listener goes after the re-sent ones', async () => {

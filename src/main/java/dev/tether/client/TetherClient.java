@@ -2,7 +2,6 @@ package dev.tether.client;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.tether.gateway.FrameCodec;
 import java.net.URI;
@@ -102,6 +101,7 @@ public final class TetherClient implements AutoCloseable {
     private int ackEveryMessages = 20;
     private Duration ackEvery = Duration.ofSeconds(1);
     private Duration connectTimeout = Duration.ofSeconds(10);
+    private int maxFrameBytes = 64 * 1024;
     private Listener listener = new Listener() {};
     private DoubleSupplier random = () -> ThreadLocalRandom.current().nextDouble();
 
@@ -127,6 +127,12 @@ public final class TetherClient implements AutoCloseable {
     public Builder ackEvery(int messages, Duration time) {
       this.ackEveryMessages = messages;
       this.ackEvery = time;
+      return this;
+    }
+
+    /** The gateway's {@code tether.gateway.limits.max-frame-bytes} (default 64 KiB): larger sends fail at once. */
+    public Builder maxFrameBytes(int bytes) {
+      this.maxFrameBytes = bytes;
       return this;
     }
 
@@ -189,6 +195,7 @@ public final class TetherClient implements AutoCloseable {
   private int welcomedConnection;
   /** logout() was called while the link was down: the next welcome is answered with bye. */
   private boolean byeOnWelcome;
+  private ScheduledFuture<?> reconnectTask;
 
   private record PendingSend(long cseq, String frame, CompletableFuture<Long> result) {}
 
@@ -224,8 +231,7 @@ public final class TetherClient implements AutoCloseable {
     CompletableFuture<Long> result = new CompletableFuture<>();
     // Checked before a cseq is used: the server answers a frame it cannot decode with an error
     // that carries no cseq, so the send would never settle and every later one would be out of order.
-    String problem = FrameCodec.sendTargetProblem(to);
-    if (problem == null && !isOneJsonValue(dataJson)) problem = "send: dataJson must be one JSON value";
+    String problem = sendProblem(to, dataJson);
     if (problem != null) {
       result.completeExceptionally(new IllegalArgumentException(problem));
       return result;
@@ -296,6 +302,12 @@ public final class TetherClient implements AutoCloseable {
             case CONNECTED -> sayBye();
             case CONNECTING, RECONNECTING -> {
               byeOnWelcome = true; // the handshake in progress (or the next one) ends the session
+              if (reconnectScheduled) {
+                // Waiting out a backoff: go now, the logout has a deadline of its own.
+                reconnectTask.cancel(false);
+                reconnectScheduled = false;
+                open();
+              }
               loop.schedule(this::finishIfStillClosing, config.connectTimeout.toMillis() * 2, TimeUnit.MILLISECONDS);
             }
             default -> finish();
@@ -437,7 +449,7 @@ public final class TetherClient implements AutoCloseable {
     reconnectScheduled = true;
     transition(State.RECONNECTING);
     listener.onReconnecting(reconnectAttempts, delay);
-    loop.schedule(
+    reconnectTask = loop.schedule(
         () -> {
           reconnectScheduled = false;
           if (state == State.RECONNECTING) open();
@@ -467,15 +479,17 @@ public final class TetherClient implements AutoCloseable {
 
   private void onWelcome(JsonNode w) {
     welcomedConnection = connectionId;
+    boolean wasResume = sessionId != null;
+    boolean resumed = w.path("resumed").asBoolean();
+    if (resumed) settleWhatTheServerHas(w);
     if (byeOnWelcome) {
-      // Logging out: this handshake was only to say bye.
+      // Logging out: this handshake was only to say bye. What the server had accepted is
+      // confirmed above; the rest fails when the client closes.
       sessionId = w.path("sessionId").asText();
       transition(State.CONNECTED);
       sayBye();
       return;
     }
-    boolean wasResume = sessionId != null;
-    boolean resumed = w.path("resumed").asBoolean();
     if (wasResume && !resumed) {
       // A new session: the old seqs and unconfirmed sends belong to the lost one.
       lastSeq = 0;
@@ -494,18 +508,8 @@ public final class TetherClient implements AutoCloseable {
     reconnectAttempts = 0;
     transition(State.CONNECTED);
     startTimers();
-    // Sends the server refused while their error frame was lost with the link: clientSeq covers
-    // them, so without this they would pass for accepted just below.
-    for (JsonNode refusal : w.path("refused")) {
-      String code = refusal.path("code").asText("refused");
-      settle(refusal.path("cseq").asLong(), code + ": the server refused this send");
-    }
-    // The server has everything up to clientSeq; the rest is sent again, in order.
-    long clientSeq = w.path("clientSeq").asLong();
-    for (PendingSend p : new ArrayList<>(pendingSends.values())) {
-      if (p.cseq() <= clientSeq) settle(p.cseq(), null);
-      else write(p.frame());
-    }
+    // The server has everything up to clientSeq (settled above); the rest is sent again, in order.
+    for (PendingSend p : pendingSends.values()) write(p.frame());
     // Room requests the old connection may not have delivered: the welcome says where we are.
     List<String> rooms = new ArrayList<>();
     w.path("rooms").forEach(r -> rooms.add(r.asText()));
@@ -518,6 +522,22 @@ public final class TetherClient implements AutoCloseable {
     if (resumed) listener.onResumed(w.path("replay").asInt(), w.path("lost").asLong());
     else if (wasResume) listener.onSessionLost(w.path("reason").asText(), w.path("lost").asLong(), sessionId);
     firstConnect.complete(null);
+  }
+
+  /**
+   * A resumed welcome settles the sends the server already has: those it refused while their
+   * error frame was lost with the link (clientSeq covers them, so without this they would pass
+   * for accepted), then every other one up to clientSeq, accepted.
+   */
+  private void settleWhatTheServerHas(JsonNode w) {
+    for (JsonNode refusal : w.path("refused")) {
+      String code = refusal.path("code").asText("refused");
+      settle(refusal.path("cseq").asLong(), code + ": the server refused this send");
+    }
+    long clientSeq = w.path("clientSeq").asLong();
+    for (PendingSend p : new ArrayList<>(pendingSends.values())) {
+      if (p.cseq() <= clientSeq) settle(p.cseq(), null);
+    }
   }
 
   private void onMsg(JsonNode m) {
@@ -656,15 +676,21 @@ public final class TetherClient implements AutoCloseable {
     }
   }
 
-  /** Whether {@code json} is exactly one JSON value (what the server takes as a send's data). */
-  private static boolean isOneJsonValue(String json) {
-    if (json == null) return false;
-    try {
-      JsonNode node = JSON.reader().with(DeserializationFeature.FAIL_ON_TRAILING_TOKENS).readTree(json);
-      return node != null && !node.isMissingNode();
-    } catch (java.io.IOException e) {
-      return false;
-    }
+  /**
+   * Why the server could not take this send, or null: the frame is decoded by the server's own
+   * decoder (target, JSON, nesting and number limits) and its size checked against the default
+   * {@code max-frame-bytes} (64 KiB; a larger frame closes the socket with 4003, and being re-sent
+   * after each resume, would close every new one).
+   */
+  private String sendProblem(String to, String dataJson) {
+    String targetProblem = FrameCodec.sendTargetProblem(to);
+    if (targetProblem != null) return targetProblem;
+    if (dataJson == null || dataJson.isBlank()) return "send: dataJson must be one JSON value";
+    // The cseq does not change what the server checks; 1 stands for whichever this send gets.
+    String frame = "{\"type\":\"send\",\"cseq\":1,\"to\":" + quote(to) + ",\"data\":" + dataJson + "}";
+    long bytes = frame.getBytes(java.nio.charset.StandardCharsets.UTF_8).length + 20L;
+    if (bytes > config.maxFrameBytes) return "send: the frame (" + bytes + " bytes) exceeds maxFrameBytes " + config.maxFrameBytes;
+    return FrameCodec.sendFrameProblem(frame);
   }
 
   private static String quote(String s) {

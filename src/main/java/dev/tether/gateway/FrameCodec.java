@@ -132,6 +132,16 @@ public final class FrameCodec {
     return validId ? null : "send: the target's id or name is malformed";
   }
 
+  /**
+   * Why the server would refuse this {@code send} frame, or null when it decodes to a send.
+   * Public for the Java client, which checks before it numbers a send.
+   */
+  public static String sendFrameProblem(String frame) {
+    ClientFrame decoded = decode(frame);
+    if (decoded instanceof ClientFrame.Send) return null;
+    return decoded instanceof ClientFrame.Bad bad ? bad.message() : "send: not a send frame";
+  }
+
   private static ClientFrame decodeRoom(JsonNode node, boolean join) {
     String room = optionalText(node, "room");
     String what = join ? "join" : "leave";

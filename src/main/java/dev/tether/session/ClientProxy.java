@@ -654,6 +654,11 @@ public final class ClientProxy
     if (cmd instanceof RetryPendingWork c) return onRetryPendingWork(state, c);
     if (cmd instanceof EraseDone c) return onEraseDone(state, c);
     if (cmd instanceof Detach c && c.replyTo() != null) return Effect().reply(c.replyTo(), new ToConnection.Released());
+    if (cmd instanceof RoomMembershipDone) {
+      // Ended (kicked) during a join: what waited for it is answered as an ended session's.
+      joining = false;
+      return Effect().noReply().thenUnstashAll();
+    }
     return Effect().noReply();
   }
 
@@ -1023,9 +1028,11 @@ public final class ClientProxy
 
   /**
    * What must not overtake a join: the client's frames that depend on its rooms (a send, a leave,
-   * another join, a bye), and what ends its connection (a detach, the connection stopping, a
-   * resume by another one), which would otherwise make a bye sent right after the join, just
-   * before the socket closed, arrive from a connection that no longer holds the session.
+   * another join, a bye), and the end of its connection (a detach, the connection stopping),
+   * which would otherwise make a bye sent right after the join, just before the socket closed,
+   * arrive from a connection that no longer holds the session. A resume does not wait: a client
+   * coming back must not queue behind the joins of its old connection (which its generation then
+   * makes stale).
    */
   private static boolean waitsForJoin(Command cmd) {
     return cmd instanceof SendUpstream
@@ -1033,8 +1040,7 @@ public final class ClientProxy
         || cmd instanceof Leave
         || cmd instanceof Logout
         || cmd instanceof Detach
-        || cmd instanceof ConnectionTerminated
-        || cmd instanceof Resume;
+        || cmd instanceof ConnectionTerminated;
   }
 
   private ReplyEffect<Event, State> onJoin(State state, Join cmd) {
@@ -1244,7 +1250,9 @@ public final class ClientProxy
     }
     if (shard == null) return Effect().stop().thenNoReply();
     passivate();
-    return Effect().noReply();
+    // Commands stashed behind a join the end cut short are answered (as an ended session's)
+    // before the shard stops this entity.
+    return Effect().noReply().thenUnstashAll();
   }
 
   private void passivate() {

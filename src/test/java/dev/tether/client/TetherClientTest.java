@@ -201,6 +201,9 @@ class TetherClientTest {
             client.send("room:" + "r".repeat(200), "{}"),
             client.send("user:nobody", "{not json"),
             client.send("user:nobody", "{} {}"),
+            client.send("user:nobody", "[".repeat(100) + "]".repeat(100)), // nested deeper than the server takes
+            client.send("user:nobody", "1".repeat(101)), // a number longer than the server takes
+            client.send("user:nobody", "\"" + "x".repeat(70_000) + "\""), // over max-frame-bytes (64 KiB)
             client.join("bad\u0001room"))) {
       ExecutionException e = assertThrows(ExecutionException.class, () -> refused.get(5, TimeUnit.SECONDS));
       assertTrue(e.getCause() instanceof IllegalArgumentException, e.toString());
@@ -226,18 +229,23 @@ class TetherClientTest {
   }
 
   @Test
-  void logoutWhileTheLinkIsDownResumesToSayBye() throws Exception {
+  void logoutWhileTheLinkIsDownResumesToSayByeWithoutWaitingOutTheBackoff() throws Exception {
     try (FaultProxy proxy = new FaultProxy(node.port())) {
-      Recorder recorder = new Recorder();
-      TetherClient client = client(proxy.port(), "java-ida", recorder);
+      TetherClient client =
+          TetherClient.builder(URI.create("ws://127.0.0.1:" + proxy.port() + "/ws"))
+              .user("java-ida")
+              .backoff(new TetherClient.Backoff(Duration.ofSeconds(20), Duration.ofSeconds(20), 2.0, 100))
+              .random(() -> 1.0) // the next attempt is 20 s away
+              .listener(new Recorder())
+              .build();
       client.connect().get(10, TimeUnit.SECONDS);
       String id = client.sessionId();
       proxy.refuse(true);
       proxy.cut();
       await(() -> client.state() == TetherClient.State.RECONNECTING, "reconnecting");
-      var loggedOut = client.logout();
       proxy.refuse(false);
-      loggedOut.get(10, TimeUnit.SECONDS);
+      var loggedOut = client.logout();
+      loggedOut.get(8, TimeUnit.SECONDS);
       assertEquals(TetherClient.State.CLOSED, client.state());
       await(() -> node.api().get("/api/sessions/" + id).status() == 404, "the session ended on the server");
     }
@@ -303,6 +311,37 @@ class TetherClientTest {
       ExecutionException e = assertThrows(ExecutionException.class, () -> refused.get(5, TimeUnit.SECONDS));
       assertTrue(e.getCause().getMessage().contains("not-in-room"), e.toString());
       client.close();
+    }
+  }
+
+  /** Logging out while reconnecting: what the resumed welcome says the server has is confirmed, not failed. */
+  @Test
+  void aLogoutThatResumesConfirmsTheSendsTheServerAlreadyHad() throws Exception {
+    try (ScriptedServer server = new ScriptedServer()) {
+      TetherClient client =
+          TetherClient.builder(URI.create("ws://127.0.0.1:" + server.port() + "/ws"))
+              .user("java-max")
+              .backoff(new TetherClient.Backoff(Duration.ofMillis(20), Duration.ofMillis(50), 2.0, 100))
+              .listener(new Recorder())
+              .build();
+      var connected = client.connect();
+      ScriptedServer.Link first = server.link(0);
+      first.readText();
+      first.sendText(welcome(false, 0, ""));
+      connected.get(5, TimeUnit.SECONDS);
+      var accepted = client.send("user:bob", "{}");
+      assertTrue(first.readText().contains("\"cseq\":1"));
+      first.socket.close(); // accepted, but its "sent" is lost with the link
+
+      ScriptedServer.Link second = server.link(1);
+      assertTrue(second.readText().contains("\"resume\""));
+      var loggedOut = client.logout();
+      second.sendText(welcome(true, 1, ""));
+      assertEquals(1L, accepted.get(5, TimeUnit.SECONDS), "the server had it");
+      assertTrue(second.readText().contains("\"bye\""));
+      second.socket.close();
+      loggedOut.get(5, TimeUnit.SECONDS);
+      assertEquals(TetherClient.State.CLOSED, client.state());
     }
   }
 

@@ -1088,6 +1088,9 @@ class ClientProxyTest {
     watcher.expectTerminated(welcome.session(), WAIT);
     long tookMillis = Duration.ofNanos(System.nanoTime() - ended).toMillis();
     assertTrue(tookMillis >= 900, "waited for the read model first: " + tookMillis + " ms");
+    // Its looks at the read model space out (250 ms, 500 ms, 1 s, ...), but the last one comes at
+    // the end of the wait: without that it would be 1.75 s.
+    assertTrue(tookMillis < 1700, "erased when the wait was over: " + tookMillis + " ms");
     assertEquals(1, tombstones(sessionId, "ended"));
     assertEquals(
         0, TestDatabase.count(dbUrl, "SELECT count(*) FROM event_journal WHERE persistence_id = ?", ClientProxy.persistenceIdOf(sessionId)));
@@ -1105,6 +1108,21 @@ class ClientProxyTest {
     assertEquals(new ToConnection.RoomJoined(room), client.connection().receiveMessage(WAIT));
     assertEquals(new ToConnection.LoggedOut(), client.connection().receiveMessage(WAIT));
     assertEquals("ended", peerState(client).state());
+  }
+
+  /** Kicked while a join is pending: what waited for the join is still answered (as an ended session's). */
+  @Test
+  void whatWaitedForAJoinIsAnsweredWhenTheSessionIsKickedMeanwhile() throws Exception {
+    Peer client = openPeer();
+    client.ref().tell(new Join(client.generation(), "kicked-during-join-" + sessionId));
+    client.ref().tell(new Detach(client.generation(), client.connection().getRef())); // waits for the join
+    assertTrue(client.ref().<KickResult>ask(Kick::new, WAIT).toCompletableFuture().get(10, TimeUnit.SECONDS).found());
+
+    List<ToConnection> received = new ArrayList<>();
+    awaitAssert(WAIT, () -> {
+      received.add(client.connection().receiveMessage(Duration.ofMillis(500)));
+      assertTrue(received.contains(new ToConnection.Released()), received.toString());
+    });
   }
 
   @Test
