@@ -26,22 +26,6 @@ public sealed interface ToConnection extends CborSerializable {
       List<String> rooms,
       java.util.Map<Long, String> refusedUpstream)
       implements ToConnection {
-    /** A welcome with no refused sends to report. */
-    public Welcome(
-        ActorRef<ClientProxy.Command> session,
-        String sessionId,
-        String userId,
-        long generation,
-        boolean resumed,
-        int replay,
-        long lastSeq,
-        long clientSeq,
-        long lost,
-        long graceMillis,
-        List<String> rooms) {
-      this(session, sessionId, userId, generation, resumed, replay, lastSeq, clientSeq, lost, graceMillis, rooms, java.util.Map.of());
-    }
-
     /** The client's recent sends that were refused (cseq to error code); never null. */
     public java.util.Map<Long, String> refusedUpstream() {
       return refusedUpstream == null ? java.util.Map.of() : refusedUpstream; // from a node without the field

@@ -168,7 +168,7 @@ class ClientProxyTest {
     ToConnection.Welcome welcome = connection.expectMessageClass(ToConnection.Welcome.class);
     assertEquals(
         new ToConnection.Welcome(
-            welcome.session(), sessionId, user, 1, false, 0, 0, 0, 0, GRACE.toMillis(), List.of()),
+            welcome.session(), sessionId, user, 1, false, 0, 0, 0, 0, GRACE.toMillis(), List.of(), Map.of()),
         welcome);
 
     // The user index learns of the session, so user:<id> messages reach it.
@@ -217,7 +217,7 @@ class ClientProxyTest {
     ToConnection.Welcome welcome = second.expectMessageClass(ToConnection.Welcome.class);
     assertEquals(
         new ToConnection.Welcome(
-            welcome.session(), sessionId, user, 2, true, 2, 3, 0, 0, GRACE.toMillis(), List.of()),
+            welcome.session(), sessionId, user, 2, true, 2, 3, 0, 0, GRACE.toMillis(), List.of(), Map.of()),
         welcome);
     assertEquals(new ToConnection.Deliver(backendMessage(2, "{\"n\":2}")), second.receiveMessage());
     assertEquals(new ToConnection.Deliver(backendMessage(3, "{\"n\":3}")), second.receiveMessage());
@@ -339,7 +339,7 @@ class ClientProxyTest {
     ToConnection.Welcome welcome = second.expectMessageClass(ToConnection.Welcome.class);
     assertEquals(
         new ToConnection.Welcome(
-            welcome.session(), sessionId, user, 2, true, 2, 2, 1, 0, GRACE.toMillis(), List.of(room)),
+            welcome.session(), sessionId, user, 2, true, 2, 2, 1, 0, GRACE.toMillis(), List.of(room), Map.of()),
         welcome);
     expectDelivered(second, 1, 2);
     connection.expectNoMessage();

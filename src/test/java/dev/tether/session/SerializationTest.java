@@ -142,8 +142,8 @@ class SerializationTest {
         new Membership.MemberAdded("s_abc"),
         new Membership.MemberRemoved("s_abc"),
         // ToConnection
-        new ToConnection.Welcome(session, "s_abc", "alice", 2, true, 3, 44, 17, 1, 120000, List.of("lobby")),
-        new ToConnection.Welcome(session, "s_abc", "alice", 1, false, 0, 0, 0, 0, 120000, List.of()),
+        new ToConnection.Welcome(session, "s_abc", "alice", 2, true, 3, 44, 17, 1, 120000, List.of("lobby"), java.util.Map.of()),
+        new ToConnection.Welcome(session, "s_abc", "alice", 1, false, 0, 0, 0, 0, 120000, List.of(), java.util.Map.of()),
         new ToConnection.Welcome(session, "s_abc", "alice", 2, true, 0, 9, 7, 0, 120000, List.of(), java.util.Map.of(5L, "not-in-room")),
         new ToConnection.ResumeRejected("s_abc", "invalid-token"),
         new ToConnection.Deliver(roomMessage),

@@ -96,7 +96,7 @@ class SessionRecoveryTest {
     ToConnection.Welcome welcome = back.expectMessageClass(ToConnection.Welcome.class, WAIT);
     assertEquals(
         new ToConnection.Welcome(
-            welcome.session(), id, "alice", 2, true, 3, 5, 1, 0, Duration.ofSeconds(60).toMillis(), List.of("lobby")),
+            welcome.session(), id, "alice", 2, true, 3, 5, 1, 0, Duration.ofSeconds(60).toMillis(), List.of("lobby"), java.util.Map.of()),
         welcome);
     for (int n = 3; n <= 5; n++) {
       OutboxMessage message = back.expectMessageClass(ToConnection.Deliver.class, WAIT).message();
