@@ -230,6 +230,33 @@ class SerializationTest {
     assertEquals(state.view(), copy.view());
   }
 
+  /**
+   * A snapshot written before a field of the state existed loads with that field's default: here
+   * the refused sends, added after sessions had snapshots in production journals.
+   */
+  @Test
+  void aSnapshotWrittenBeforeTheRefusedSendsExistedLoadsWithNone() throws Exception {
+    ClientProxy.State state = new ClientProxy.State();
+    state.status = ClientProxy.Status.DETACHED;
+    state.sessionId = "s_old";
+    state.clientSeq = 3;
+    JacksonCborSerializer serializer =
+        (JacksonCborSerializer) SerializationExtension.get(testKit.system().classicSystem()).findSerializerFor(state);
+    com.fasterxml.jackson.databind.ObjectMapper cbor =
+        new com.fasterxml.jackson.databind.ObjectMapper(new com.fasterxml.jackson.dataformat.cbor.CBORFactory());
+    com.fasterxml.jackson.databind.node.ObjectNode written =
+        (com.fasterxml.jackson.databind.node.ObjectNode) cbor.readTree(serializer.toBinary(state));
+    assertTrue(written.has("refusedUpstream"), written.toString());
+    written.remove("refusedUpstream"); // as an older version wrote it
+
+    ClientProxy.State loaded =
+        (ClientProxy.State) serializer.fromBinary(cbor.writeValueAsBytes(written), serializer.manifest(state));
+
+    assertEquals(new TreeMap<>(), loaded.refusedUpstream);
+    assertEquals(3, loaded.clientSeq());
+    assertEquals("s_old", loaded.sessionId);
+  }
+
   @Test
   void emptySessionStateRoundTrips() {
     ClientProxy.State copy = serialization.verifySerialization(new ClientProxy.State(), false);
