@@ -243,8 +243,7 @@ public final class TetherClient implements AutoCloseable {
             return;
           }
           long cseq = nextCseq++;
-          String frame =
-              "{\"type\":\"send\",\"cseq\":" + cseq + ",\"to\":" + quote(to) + ",\"data\":" + dataJson + "}";
+          String frame = sendFrame(cseq, to, dataJson);
           pendingSends.put(cseq, new PendingSend(cseq, frame, result));
           if (state == State.CONNECTED) write(frame);
         });
@@ -683,14 +682,17 @@ public final class TetherClient implements AutoCloseable {
    * after each resume, would close every new one).
    */
   private String sendProblem(String to, String dataJson) {
-    String targetProblem = FrameCodec.sendTargetProblem(to);
-    if (targetProblem != null) return targetProblem;
+    if (to == null) return "send: to must be session:<id>, user:<id> or room:<name>";
     if (dataJson == null || dataJson.isBlank()) return "send: dataJson must be one JSON value";
-    // The cseq does not change what the server checks; 1 stands for whichever this send gets.
-    String frame = "{\"type\":\"send\",\"cseq\":1,\"to\":" + quote(to) + ",\"data\":" + dataJson + "}";
-    long bytes = frame.getBytes(java.nio.charset.StandardCharsets.UTF_8).length + 20L;
+    // The widest cseq, so that the size holds for whichever this send gets.
+    String frame = sendFrame(Long.MAX_VALUE, to, dataJson);
+    long bytes = frame.getBytes(java.nio.charset.StandardCharsets.UTF_8).length;
     if (bytes > config.maxFrameBytes) return "send: the frame (" + bytes + " bytes) exceeds maxFrameBytes " + config.maxFrameBytes;
     return FrameCodec.sendFrameProblem(frame);
+  }
+
+  private static String sendFrame(long cseq, String to, String dataJson) {
+    return "{\"type\":\"send\",\"cseq\":" + cseq + ",\"to\":" + quote(to) + ",\"data\":" + dataJson + "}";
   }
 
   private static String quote(String s) {

@@ -110,9 +110,11 @@ public final class FrameCodec {
     Long cseq = nonNegativeLong(node.get("cseq"));
     if (cseq == null || cseq < 1) return bad("send: cseq must be a positive integer");
     JsonNode to = node.get("to");
-    String problem = sendTargetProblem(to != null && to.isTextual() ? to.textValue() : null);
-    if (problem != null) return bad(problem);
-    Target target = Target.parse(to.textValue());
+    Target target = to != null && to.isTextual() ? Target.parse(to.textValue()) : null;
+    if (target == null) return bad("send: to must be session:<id>, user:<id> or room:<name>");
+    boolean validId =
+        target.kind() == Target.Kind.SESSION ? validSessionId(target.id()) : validName(target.id());
+    if (!validId) return bad("send: the target's id or name is malformed");
     JsonNode data = node.get("data");
     if (data == null) return bad("send: data is missing");
     JsonNode echo = node.get("echo");
@@ -121,20 +123,9 @@ public final class FrameCodec {
   }
 
   /**
-   * Why {@code to} cannot be a send's target, or null when it can. Public for the Java client,
-   * which checks before it numbers a send: a frame refused here gets no cseq in its error.
-   */
-  public static String sendTargetProblem(String to) {
-    Target target = Target.parse(to);
-    if (target == null) return "send: to must be session:<id>, user:<id> or room:<name>";
-    boolean validId =
-        target.kind() == Target.Kind.SESSION ? validSessionId(target.id()) : validName(target.id());
-    return validId ? null : "send: the target's id or name is malformed";
-  }
-
-  /**
-   * Why the server would refuse this {@code send} frame, or null when it decodes to a send.
-   * Public for the Java client, which checks before it numbers a send.
+   * Why the server would refuse this {@code send} frame (target, JSON, nesting and number
+   * limits), or null when it decodes to a send. Public for the Java client, which checks before
+   * it numbers a send: a frame refused here gets no cseq in its error.
    */
   public static String sendFrameProblem(String frame) {
     ClientFrame decoded = decode(frame);

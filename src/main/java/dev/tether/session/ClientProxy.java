@@ -509,14 +509,12 @@ public final class ClientProxy
    * order the client sent them.
    */
   private boolean joining;
-
-  private static final int FORMER_CONNECTIONS_KEPT = 8;
   private boolean deliveringUpstream;
   /** Highest seq handed to the current connection (runtime: the socket writes it right away). */
   private long writtenUpTo;
   private boolean erasing;
-  /** When this incarnation first tried to erase the ended session (0: not yet). */
-  private long firstEraseAttemptNanos;
+  /** When the ended session stops waiting for the read model and is erased regardless (0: not ended yet). */
+  private long eraseWaitEndsNanos;
   /** How long until the next look at the read model's progress, doubling (null: first look). */
   private Duration readModelPoll;
   /** The state this incarnation is counted under in the sessions gauge (attached, detached, none). */
@@ -557,6 +555,9 @@ public final class ClientProxy
 
   /** How many refused sends a session remembers for its client (see {@code State.refusedUpstream}). */
   static final int REFUSALS_KEPT = 64;
+
+  /** How many former connections a session remembers (see {@code formerConnections}). */
+  private static final int FORMER_CONNECTIONS_KEPT = 8;
 
   /** Number of tag slices the session read model's projection is split into (one instance each). */
   public static final int TAG_SLICES = 4;
@@ -1221,11 +1222,10 @@ public final class ClientProxy
   private void eraseIfOver(State state) {
     if (state.status != Status.ENDED || !state.pendingUpstream.isEmpty() || erasing) return;
     erasing = true;
-    if (firstEraseAttemptNanos == 0) firstEraseAttemptNanos = System.nanoTime();
-    boolean stillWaiting =
-        System.nanoTime() - firstEraseAttemptNanos < settings.readModelWaitBeforeErase().toNanos();
+    if (eraseWaitEndsNanos == 0) eraseWaitEndsNanos = System.nanoTime() + settings.readModelWaitBeforeErase().toNanos();
+    boolean stillWaiting = System.nanoTime() - eraseWaitEndsNanos < 0;
     context.pipeToSelf(
-        store.erase(persistenceId().id(), sessionId, state.userId, endedReason(state), stillWaiting ? tagFor(sessionId) : null),
+        store.erase(sessionId, state.userId, endedReason(state), stillWaiting),
         (erased, failure) -> {
           if (failure != null) context.getLog().warn("Erasing session {} failed", sessionId, failure);
           return new EraseDone(failure == null ? erased : null);
@@ -1239,9 +1239,8 @@ public final class ClientProxy
       // end at once (a mass expiry) the projection lags, and the looks space out.
       readModelPoll = readModelPoll == null ? READ_MODEL_POLL : min(readModelPoll.multipliedBy(2), READ_MODEL_POLL_MAX);
       // ...but not past the end of the wait, when the erase goes ahead regardless.
-      Duration waited = Duration.ofNanos(System.nanoTime() - firstEraseAttemptNanos);
-      Duration left = settings.readModelWaitBeforeErase().minus(waited);
-      timers.startSingleTimer(RetryPendingWork.INSTANCE, left.isNegative() ? Duration.ZERO : min(readModelPoll, left));
+      Duration left = Duration.ofNanos(Math.max(0, eraseWaitEndsNanos - System.nanoTime()));
+      timers.startSingleTimer(RetryPendingWork.INSTANCE, min(readModelPoll, left));
       return Effect().noReply();
     }
     if (done.erased() == null) {

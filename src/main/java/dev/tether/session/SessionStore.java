@@ -49,8 +49,8 @@ public final class SessionStore {
    * Deletes everything the journal holds for the session and leaves a tombstone, in one
    * transaction, so a crash leaves either the whole session or only its tombstone.
    *
-   * <p>With {@code waitForTag}, nothing is deleted ({@link Erased#READ_MODEL_BEHIND}) until the
-   * read model's projection of that tag has passed the session's last event: its receipts and
+   * <p>With {@code waitForReadModel}, nothing is deleted ({@link Erased#READ_MODEL_BEHIND}) until
+   * the read model's projection of the session's tag has passed its last event: its receipts and
    * history are built from these events, and the ones written just before the end (the last
    * acks, often {@code Ended} itself) would otherwise be deleted before it ever read them. The
    * caller retries, and stops waiting after a while (a projection that is down must not keep
@@ -61,14 +61,16 @@ public final class SessionStore {
    * the projection is behind). The projection never moves an ended row back, so the order does
    * not matter. The row is inserted if the projection has not seen the session at all.
    */
-  public CompletionStage<Erased> erase(
-      String persistenceId, String sessionId, String userId, String reason, String waitForTag) {
+  public CompletionStage<Erased> erase(String sessionId, String userId, String reason, boolean waitForReadModel) {
+    String persistenceId = ClientProxy.persistenceIdOf(sessionId);
     return CompletableFuture.supplyAsync(
         () -> {
           try (Connection c = dataSource.getConnection()) {
             c.setAutoCommit(false);
             try {
-              if (waitForTag != null && readModelProjection != null && readModelBehind(c, persistenceId, waitForTag)) {
+              if (waitForReadModel
+                  && readModelProjection != null
+                  && readModelBehind(c, persistenceId, ClientProxy.tagFor(sessionId))) {
                 c.rollback();
                 return Erased.READ_MODEL_BEHIND;
               }

@@ -150,7 +150,7 @@ class InspectionHandlerTest {
     assertEquals(T0 + 40, ended.get("updated_at"));
 
     // The erase that follows keeps it ended, with the tombstone's reason.
-    sessionStore.erase("ClientProxy|" + id, id, "ann", "ended", null).toCompletableFuture().get();
+    sessionStore.erase(id, "ann", "ended", false).toCompletableFuture().get();
     assertEquals("ended", row(id).get("state"));
     assertEquals("ended", row(id).get("ended_reason"));
     assertEquals(List.of("1:lost", "2:acked", "3:acked", "4:open"), history(id), "history outlives the session");
@@ -216,7 +216,7 @@ class InspectionHandlerTest {
   @Test
   void eraseBeforeTheProjectionMarksTheSessionEndedForGood() throws Exception {
     String id = "s_erased_first";
-    sessionStore.erase("ClientProxy|" + id, id, "bea", "expired", null).toCompletableFuture().get();
+    sessionStore.erase(id, "bea", "expired", false).toCompletableFuture().get();
     Map<String, Object> erased = row(id);
     assertEquals("ended", erased.get("state"));
     assertEquals("expired", erased.get("ended_reason"));

@@ -35,7 +35,7 @@ class SessionStoreTest {
   @Test
   void thePurgeDeletesSnapshotsLeftBehindByErasedSessions() throws Exception {
     SessionStore store = new SessionStore(database.dataSource(), ForkJoinPool.commonPool());
-    store.erase(ClientProxy.persistenceIdOf("s_gone"), "s_gone", "ann", "ended", null).toCompletableFuture().get();
+    store.erase("s_gone", "ann", "ended", false).toCompletableFuture().get();
     insertSnapshot(ClientProxy.persistenceIdOf("s_gone"), 200); // landed after the erase
     insertSnapshot(ClientProxy.persistenceIdOf("s_alive"), 200);
 
@@ -54,24 +54,24 @@ class SessionStoreTest {
     insertEvent(pid, 2);
     long last = insertEvent(pid, 3);
 
-    assertEquals(SessionStore.Erased.READ_MODEL_BEHIND, store.erase(pid, id, "bea", "ended", "tag-1").toCompletableFuture().get());
-    setOffset("tag-1", last - 1);
-    assertEquals(SessionStore.Erased.READ_MODEL_BEHIND, store.erase(pid, id, "bea", "ended", "tag-1").toCompletableFuture().get());
+    assertEquals(SessionStore.Erased.READ_MODEL_BEHIND, store.erase(id, "bea", "ended", true).toCompletableFuture().get());
+    setOffset(ClientProxy.tagFor(id), last - 1);
+    assertEquals(SessionStore.Erased.READ_MODEL_BEHIND, store.erase(id, "bea", "ended", true).toCompletableFuture().get());
     assertEquals(3, count("SELECT count(*) FROM event_journal WHERE persistence_id = '" + pid + "'"));
 
-    setOffset("tag-1", last);
-    assertEquals(SessionStore.Erased.ERASED, store.erase(pid, id, "bea", "ended", "tag-1").toCompletableFuture().get());
+    setOffset(ClientProxy.tagFor(id), last);
+    assertEquals(SessionStore.Erased.ERASED, store.erase(id, "bea", "ended", true).toCompletableFuture().get());
     assertEquals(0, count("SELECT count(*) FROM event_journal WHERE persistence_id = '" + pid + "'"));
     assertEquals(1, count("SELECT count(*) FROM session_tombstones WHERE session_id = '" + id + "'"));
   }
 
-  /** Without a tag (it stopped waiting), the erase does not look at the read model. */
+  /** Not waiting (any more), the erase does not look at the read model. */
   @Test
-  void eraseWithoutATagDoesNotWait() throws Exception {
+  void eraseThatNoLongerWaitsIgnoresTheReadModel() throws Exception {
     SessionStore store = new SessionStore(database.dataSource(), ForkJoinPool.commonPool(), "the-read-model");
     String pid = ClientProxy.persistenceIdOf("s_impatient");
     insertEvent(pid, 1);
-    assertEquals(SessionStore.Erased.ERASED, store.erase(pid, "s_impatient", "cid", "expired", null).toCompletableFuture().get());
+    assertEquals(SessionStore.Erased.ERASED, store.erase("s_impatient", "cid", "expired", false).toCompletableFuture().get());
     assertEquals(0, count("SELECT count(*) FROM event_journal WHERE persistence_id = '" + pid + "'"));
   }
 
