@@ -588,7 +588,7 @@ export class TetherClient extends Emitter<TetherEvents> {
       // are numbered again from clientSeq + 1, in their order. This closes any gap left by sends
       // that never reached it (rejected by close(), or numbered before this welcome from a stale
       // counter), which the server would otherwise answer out-of-order, one after the other.
-      const stillPending = [...this.pendingSends.values()].sort((a, b) => a.cseq - b.cseq)
+      const stillPending = [...this.pendingSends.values()] // in cseq order: the order they were added
       this.pendingSends.clear()
       let next = w.clientSeq
       for (const pending of stillPending) {
