@@ -289,17 +289,8 @@ class TetherClientTest {
   @Test
   void aSendRefusedWhileTheLinkWasDownFailsInsteadOfPassingForSent() throws Exception {
     try (ScriptedServer server = new ScriptedServer()) {
-      TetherClient client =
-          TetherClient.builder(URI.create("ws://127.0.0.1:" + server.port() + "/ws"))
-              .user("java-lou")
-              .backoff(new TetherClient.Backoff(Duration.ofMillis(20), Duration.ofMillis(50), 2.0, 100))
-              .listener(new Recorder())
-              .build();
-      var connected = client.connect();
-      ScriptedServer.Link first = server.link(0);
-      assertTrue(first.readText().contains("\"hello\""));
-      first.sendText(welcome(false, 0, ""));
-      connected.get(5, TimeUnit.SECONDS);
+      TetherClient client = client(server.port(), "java-lou", new Recorder());
+      ScriptedServer.Link first = server.welcomeFirst(client);
 
       var refused = client.send("room:r", "{}");
       assertTrue(first.readText().contains("\"cseq\":1"));
@@ -318,17 +309,8 @@ class TetherClientTest {
   @Test
   void aLogoutThatResumesConfirmsTheSendsTheServerAlreadyHad() throws Exception {
     try (ScriptedServer server = new ScriptedServer()) {
-      TetherClient client =
-          TetherClient.builder(URI.create("ws://127.0.0.1:" + server.port() + "/ws"))
-              .user("java-max")
-              .backoff(new TetherClient.Backoff(Duration.ofMillis(20), Duration.ofMillis(50), 2.0, 100))
-              .listener(new Recorder())
-              .build();
-      var connected = client.connect();
-      ScriptedServer.Link first = server.link(0);
-      first.readText();
-      first.sendText(welcome(false, 0, ""));
-      connected.get(5, TimeUnit.SECONDS);
+      TetherClient client = client(server.port(), "java-max", new Recorder());
+      ScriptedServer.Link first = server.welcomeFirst(client);
       var accepted = client.send("user:bob", "{}");
       assertTrue(first.readText().contains("\"cseq\":1"));
       first.socket.close(); // accepted, but its "sent" is lost with the link
@@ -380,6 +362,16 @@ class TetherClientTest {
 
     int port() {
       return server.getLocalPort();
+    }
+
+    /** Connects {@code client} (this server's first connection) and answers its hello with a new session's welcome. */
+    Link welcomeFirst(TetherClient client) throws Exception {
+      var connected = client.connect();
+      Link first = link(0);
+      assertTrue(first.readText().contains("\"hello\""));
+      first.sendText(welcome(false, 0, ""));
+      connected.get(5, TimeUnit.SECONDS);
+      return first;
     }
 
     Link link(int index) throws InterruptedException {
