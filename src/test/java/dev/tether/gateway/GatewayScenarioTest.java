@@ -138,6 +138,39 @@ class GatewayScenarioTest {
   }
 
   @Test
+  void framesPipelinedBehindAResumeThatStartsANewSessionGoToTheNewSession() {
+    try (WsClient receiver = WsClient.connect(node.port())) {
+      String target = "session:" + receiver.hello("pipeline-receiver").get("sessionId").asText();
+      try (WsClient ws = WsClient.connect(node.port())) {
+        // Meant for an old session the server no longer has: an ack and two sends right behind it.
+        ws.send("{\"type\":\"resume\",\"sessionId\":\"s_gone000000000000000\",\"resumeToken\":\"r_x\",\"lastSeq\":40}");
+        ws.send("{\"type\":\"ack\",\"seq\":40}");
+        ws.send("{\"type\":\"send\",\"cseq\":1,\"to\":\"" + target + "\",\"data\":{\"m\":1}}");
+        ws.send("{\"type\":\"send\",\"cseq\":7,\"to\":\"" + target + "\",\"data\":{\"m\":7}}");
+        JsonNode welcome = ws.expect("welcome");
+        assertFalse(welcome.get("resumed").asBoolean());
+        assertEquals("unknown", welcome.get("reason").asText());
+        String id = welcome.get("sessionId").asText();
+
+        // The new session takes cseq 1 as its first send, and refuses the gap.
+        assertEquals(1, ws.expect("sent").get("cseq").asLong());
+        assertEquals(7, ws.expectError("out-of-order").get("cseq").asLong());
+        JsonNode delivered = receiver.expect("msg");
+        assertEquals(1, delivered.get("data").get("m").asInt());
+        assertEquals("user:anonymous", delivered.get("from").asText());
+        receiver.expectNoFrame(Duration.ofMillis(200));
+
+        // The ack of seq 40 acknowledged nothing of the new session.
+        assertEquals(1, node.api().publishToSession(id, "{\"n\":1}"));
+        assertEquals(1, ws.expect("msg").get("seq").asLong());
+        JsonNode state = node.api().get("/api/sessions/" + id).json();
+        assertEquals(0, state.get("ackedSeq").asLong());
+        assertEquals(1, state.get("clientSeq").asLong());
+      }
+    }
+  }
+
+  @Test
   void takeoverKicksOldSocket() {
     try (WsClient first = WsClient.connect(node.port());
         WsClient second = WsClient.connect(node.port())) {
