@@ -67,7 +67,7 @@ public final class BackendApi extends AllDirectives {
     this.sharding = ClusterSharding.get(system);
     this.metrics = metrics;
     this.inspection = inspection;
-    this.batch = new BatchPublish(delivery, metrics, settings.maxBatchMessages());
+    this.batch = new BatchPublish(BatchPublish.Recipients.of(delivery), metrics, settings.maxBatchMessages());
     this.timeout = settings.askTimeout();
   }
 

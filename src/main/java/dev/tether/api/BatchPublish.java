@@ -17,6 +17,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionStage;
 
 /**
  * {@code POST /api/messages}: many publishes in one request (an addition to the contract, see
@@ -28,17 +29,39 @@ import java.util.concurrent.CompletableFuture;
  * queued. A valid batch is answered 202 with one result per entry, in order, once every entry has
  * its outcome: {@code {"seq":n}} for a session (the original seq for a retry with the same
  * idempotency key), {@code {"sessions":k}} for a user, {@code {"members":k}} for a room, or
- * {@code {"error":"not-found"|"unavailable"}}. Entries for the same session are queued in batch
- * order; entries for different targets are delivered concurrently, so their relative order is
- * not defined.
+ * {@code {"error":"not-found"|"unavailable"}}. Entries for the same target (a session, a user, a
+ * room) are queued in batch order; entries for different targets are delivered concurrently, so
+ * their relative order is not defined.
  */
 final class BatchPublish {
-  private final Delivery delivery;
+  /** Where a batch's entries go: {@link Delivery} over the cluster; a test may stand in for it. */
+  interface Recipients {
+    CompletionStage<ClientProxy.EnqueuedAll> toSessionAll(String sessionId, List<Draft> drafts);
+
+    /** Queues one message for every member of a group; completes with how many queued it. */
+    CompletionStage<Integer> toGroup(String groupId, Draft draft);
+
+    static Recipients of(Delivery delivery) {
+      return new Recipients() {
+        @Override
+        public CompletionStage<ClientProxy.EnqueuedAll> toSessionAll(String sessionId, List<Draft> drafts) {
+          return delivery.toSessionAll(sessionId, drafts);
+        }
+
+        @Override
+        public CompletionStage<Integer> toGroup(String groupId, Draft draft) {
+          return delivery.toGroup(groupId, draft, null);
+        }
+      };
+    }
+  }
+
+  private final Recipients recipients;
   private final TetherMetrics metrics;
   private final int maxMessages;
 
-  BatchPublish(Delivery delivery, TetherMetrics metrics, int maxMessages) {
-    this.delivery = delivery;
+  BatchPublish(Recipients recipients, TetherMetrics metrics, int maxMessages) {
+    this.recipients = recipients;
     this.metrics = metrics;
     this.maxMessages = maxMessages;
   }
@@ -107,17 +130,21 @@ final class BatchPublish {
     ObjectNode[] results = new ObjectNode[entries.size()];
     List<CompletableFuture<Void>> pending = new ArrayList<>();
 
-    // Entries for one session go to it together, in batch order.
+    // Entries for one session go to it together, in batch order; entries for one group (a user's
+    // sessions, a room's members) one after the other, in batch order.
     Map<String, List<Integer>> bySession = new LinkedHashMap<>();
+    Map<String, List<Integer>> byGroup = new LinkedHashMap<>();
     for (int i = 0; i < entries.size(); i++) {
       Entry entry = entries.get(i);
       metrics.apiPublish(entry.target().kind().name().toLowerCase(java.util.Locale.ROOT));
       switch (entry.target().kind()) {
         case SESSION -> bySession.computeIfAbsent(entry.target().id(), id -> new ArrayList<>()).add(i);
-        case USER, ROOM -> pending.add(deliverToGroup(entry, i, results));
+        case USER -> byGroup.computeIfAbsent(Membership.userId(entry.target().id()), id -> new ArrayList<>()).add(i);
+        case ROOM -> byGroup.computeIfAbsent(Membership.roomId(entry.target().id()), id -> new ArrayList<>()).add(i);
       }
     }
     bySession.forEach((sessionId, indexes) -> pending.add(deliverToSession(sessionId, indexes, entries, results)));
+    byGroup.forEach((groupId, indexes) -> pending.add(deliverToGroup(groupId, indexes, entries, results)));
 
     return CompletableFuture.allOf(pending.toArray(CompletableFuture[]::new))
         .thenApply(
@@ -179,7 +206,7 @@ final class BatchPublish {
       String sessionId, List<Integer> piece, List<Entry> entries, ObjectNode[] results) {
     List<Draft> drafts = new ArrayList<>(piece.size());
     for (int i : piece) drafts.add(Draft.fromBackend(entries.get(i).data(), null, entries.get(i).idempotencyKey()));
-    return delivery
+    return recipients
         .toSessionAll(sessionId, drafts)
         .toCompletableFuture()
         .handle(
@@ -199,12 +226,29 @@ final class BatchPublish {
     return CompletableFuture.completedFuture(false);
   }
 
-  private CompletableFuture<Void> deliverToGroup(Entry entry, int index, ObjectNode[] results) {
+  /**
+   * A group's entries, one at a time: each is queued at every member before the next is sent, so
+   * members see them in batch order even when the group and its members live on other nodes (two
+   * concurrent fan-outs can interleave there). As for a session, after an entry that was not
+   * confirmed the rest are not sent (answered unavailable), so a retry cannot reorder them.
+   */
+  private CompletableFuture<Void> deliverToGroup(
+      String groupId, List<Integer> indexes, List<Entry> entries, ObjectNode[] results) {
+    CompletableFuture<Boolean> confirmed = CompletableFuture.completedFuture(true);
+    for (int i : indexes) {
+      confirmed =
+          confirmed.thenCompose(
+              ok -> ok ? deliverGroupEntry(groupId, entries.get(i), i, results) : notSent(List.of(i), results));
+    }
+    return confirmed.thenApply(ok -> null);
+  }
+
+  /** Queues one entry at every member of its group; completes with whether that was confirmed. */
+  private CompletableFuture<Boolean> deliverGroupEntry(String groupId, Entry entry, int index, ObjectNode[] results) {
     boolean room = entry.target().kind() == Target.Kind.ROOM;
-    String groupId = room ? Membership.roomId(entry.target().id()) : Membership.userId(entry.target().id());
     Draft draft = Draft.fromBackend(entry.data(), room ? entry.target().id() : null, entry.idempotencyKey());
-    return delivery
-        .toGroup(groupId, draft, null)
+    return recipients
+        .toGroup(groupId, draft)
         .toCompletableFuture()
         .handle(
             (count, failure) -> {
@@ -212,7 +256,7 @@ final class BatchPublish {
                   failure != null
                       ? error("unavailable")
                       : JsonNodeFactory.instance.objectNode().put(room ? "members" : "sessions", count);
-              return null;
+              return failure == null;
             });
   }
 
