@@ -43,21 +43,21 @@ class BatchOrderTest {
     }
   }
 
-  private static List<BatchPublish.Entry> parse(BatchPublish batch, String body) throws Exception {
-    return batch.parse(JSON.readTree(body));
+  private final HeldRecipients recipients = new HeldRecipients(); // a new one for every test
+
+  /** Hands a batch to a BatchPublish whose fan-outs all go to {@link #recipients}. */
+  private CompletableFuture<ObjectNode> deliver(String body) throws Exception {
+    BatchPublish batch = new BatchPublish(recipients, new TetherMetrics(), 100);
+    return batch.deliver(batch.parse(JSON.readTree(body)));
   }
 
   @Test
   void entriesForOneRoomAreSentOneAfterTheOtherAndOtherGroupsDoNotWait() throws Exception {
-    HeldRecipients recipients = new HeldRecipients();
-    BatchPublish batch = new BatchPublish(recipients, new TetherMetrics(), 100);
     CompletableFuture<ObjectNode> answer =
-        batch.deliver(
-            parse(
-                batch,
-                """
-                {"messages":[{"room":"lobby","data":1},{"userId":"ann","data":2},
-                             {"room":"lobby","data":3},{"room":"lobby","data":4}]}"""));
+        deliver(
+            """
+            {"messages":[{"room":"lobby","data":1},{"userId":"ann","data":2},
+                         {"room":"lobby","data":3},{"room":"lobby","data":4}]}""");
 
     // The room's first entry and the user's entry are out; the room's second waits for its first.
     assertEquals(List.of("room:lobby 1", "user:ann 2"), recipients.sent);
@@ -77,13 +77,9 @@ class BatchOrderTest {
 
   @Test
   void afterAnUnconfirmedEntryTheRoomsLaterEntriesAreNotSent() throws Exception {
-    HeldRecipients recipients = new HeldRecipients();
-    BatchPublish batch = new BatchPublish(recipients, new TetherMetrics(), 100);
     CompletableFuture<ObjectNode> answer =
-        batch.deliver(
-            parse(
-                batch,
-                "{\"messages\":[{\"room\":\"lobby\",\"data\":1},{\"room\":\"lobby\",\"data\":2},{\"room\":\"lobby\",\"data\":3}]}"));
+        deliver(
+            "{\"messages\":[{\"room\":\"lobby\",\"data\":1},{\"room\":\"lobby\",\"data\":2},{\"room\":\"lobby\",\"data\":3}]}");
 
     recipients.answers.get(0).completeExceptionally(new java.util.concurrent.TimeoutException("ask timed out"));
     assertTrue(answer.isDone());
