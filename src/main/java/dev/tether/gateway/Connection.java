@@ -198,11 +198,21 @@ public final class Connection {
     return Behaviors.receive(Command.class)
         .onMessage(StreamStarted.class, this::onStreamStarted)
         .onMessage(FrameReceived.class, this::onFrameBeforeHandshake)
-        .onMessageEquals(HandshakeTimedOut.INSTANCE, () -> close(4001, "handshake timeout"))
+        .onMessageEquals(HandshakeTimedOut.INSTANCE, this::onHandshakeTimedOut)
         .onMessage(StreamEnded.class, m -> stopped())
         .onMessageEquals(ServerStopping.INSTANCE, () -> close(1012, "server stopping, resume to continue"))
         .onSignal(PostStop.class, s -> onPostStop())
         .build();
+  }
+
+  private Behavior<Command> onHandshakeTimedOut() {
+    metrics.handshakeTimedOut();
+    return close(4001, "handshake timeout");
+  }
+
+  private Behavior<Command> onSessionUnresponsive() {
+    metrics.handshakeSessionUnavailable();
+    return close(1011, "session unavailable");
   }
 
   private Behavior<Command> onStreamStarted(StreamStarted started) {
@@ -293,7 +303,7 @@ public final class Connection {
         .onMessage(FromSession.class, this::onSessionDuringHandshake)
         .onMessage(TombstoneChecked.class, this::onTombstoneChecked)
         .onMessage(FrameReceived.class, this::onFrameDuringHandshake)
-        .onMessageEquals(SessionUnresponsive.INSTANCE, () -> close(1011, "session unavailable"))
+        .onMessageEquals(SessionUnresponsive.INSTANCE, this::onSessionUnresponsive)
         .onMessageEquals(RetryHandshake.INSTANCE, this::onRetryHandshake)
         .onMessage(StreamEnded.class, m -> stopped())
         .onMessageEquals(ServerStopping.INSTANCE, () -> close(1012, "server stopping, resume to continue"))

@@ -31,6 +31,8 @@ public final class TetherMetrics {
   private final Counter messagesReplayed;
   private final Counter messagesLostReported;
   private final Counter heartbeatTimeouts;
+  private final Counter handshakeTimeouts;
+  private final Counter handshakeSessionUnavailable;
   private final Counter slowConsumers;
   private final Counter kicks;
   private final Counter logouts;
@@ -75,6 +77,10 @@ public final class TetherMetrics {
         Counter.builder("tether_messages_lost_reported")
             .description("messages reported lost to resuming clients (outbox overflow)")
             .register(registry);
+    // Failed handshakes are not in the latency histogram (it times welcomes), so they are
+    // counted here: under overload the p99 of the handshakes that made it can look fine.
+    handshakeTimeouts = handshakeFailures("timeout");
+    handshakeSessionUnavailable = handshakeFailures("session-unavailable");
     heartbeatTimeouts =
         Counter.builder("tether_heartbeat_timeouts").description("connections closed 4008").register(registry);
     slowConsumers =
@@ -271,6 +277,25 @@ public final class TetherMetrics {
     (resumed ? resumeLatency : helloLatency).record(nanos, TimeUnit.NANOSECONDS);
     messagesReplayed.increment(replay);
     messagesLostReported.increment(lost);
+  }
+
+  private Counter handshakeFailures(String reason) {
+    return Counter.builder("tether_handshake_failures")
+        .tag("reason", reason)
+        .description(
+            "sockets closed before their welcome: timeout = no hello/resume within handshake-timeout (4001),"
+                + " session-unavailable = the session did not answer within 2 x ask-timeout (1011)")
+        .register(registry);
+  }
+
+  /** No {@code hello} or {@code resume} within the handshake timeout: closed 4001. */
+  public void handshakeTimedOut() {
+    handshakeTimeouts.increment();
+  }
+
+  /** The session did not answer the handshake in time: closed 1011. */
+  public void handshakeSessionUnavailable() {
+    handshakeSessionUnavailable.increment();
   }
 
   public void heartbeatTimeout() {

@@ -44,11 +44,13 @@ class TimeoutScenarioTest {
 
   @Test
   void handshakeTimeoutClosesWith4001() {
+    double before = timedOutHandshakes();
     try (WsClient ws = WsClient.connect(node.port())) {
       long start = System.nanoTime();
       assertEquals(4001, ws.awaitClose(Duration.ofSeconds(5)));
       assertTrue(System.nanoTime() - start >= Duration.ofMillis(900).toNanos());
     }
+    assertEquals(before + 1, timedOutHandshakes());
   }
 
   @Test
@@ -104,5 +106,9 @@ class TimeoutScenarioTest {
       assertEquals("expired", again.get("reason").asText());
       assertEquals("late", again.get("user").asText());
     }
+  }
+
+  private static double timedOutHandshakes() {
+    return node.metrics().registry().get("tether_handshake_failures").tag("reason", "timeout").counter().count();
   }
 }

@@ -86,4 +86,30 @@ class UnavailableRetryScenarioTest {
       ws.expectNoFrame(Duration.ofMillis(300));
     }
   }
+
+  @Test
+  void aHandshakeTheSessionCannotAnswerInTimeClosesWith1011AndIsCounted() throws Exception {
+    double before = handshakeFailures("session-unavailable");
+    try (Connection lock = node.database().dataSource().getConnection()) {
+      lock.setAutoCommit(false);
+      try (Statement st = lock.createStatement()) {
+        st.execute("LOCK TABLE event_journal IN EXCLUSIVE MODE"); // the new session cannot persist
+      }
+      try (WsClient ws = WsClient.connect(node.port())) {
+        ws.send("{\"type\":\"hello\",\"user\":\"stuck-gil\"}");
+        // 2 x ask-timeout (1 s), with room for a slow machine.
+        assertEquals(1011, ws.awaitClose(Duration.ofSeconds(10)));
+      }
+      lock.rollback();
+    }
+    assertEquals(before + 1, handshakeFailures("session-unavailable"));
+    // The client's retry, once the journal is back, gets its session.
+    try (WsClient ws = WsClient.connect(node.port())) {
+      assertEquals("new", ws.hello("stuck-gil").get("reason").asText());
+    }
+  }
+
+  private static double handshakeFailures(String reason) {
+    return node.metrics().registry().get("tether_handshake_failures").tag("reason", reason).counter().count();
+  }
 }

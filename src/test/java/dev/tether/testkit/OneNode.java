@@ -48,4 +48,8 @@ public final class OneNode implements BeforeAllCallback, AfterAllCallback {
   public Database database() {
     return node.database();
   }
+
+  public dev.tether.telemetry.TetherMetrics metrics() {
+    return node.metrics();
+  }
 }
