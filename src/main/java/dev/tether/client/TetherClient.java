@@ -677,9 +677,9 @@ public final class TetherClient implements AutoCloseable {
 
   /**
    * Why the server could not take this send, or null: the frame is decoded by the server's own
-   * decoder (target, JSON, nesting and number limits) and its size checked against the default
-   * {@code max-frame-bytes} (64 KiB; a larger frame closes the socket with 4003, and being re-sent
-   * after each resume, would close every new one).
+   * decoder (target, JSON, nesting and number limits) and its size checked against {@code
+   * maxFrameBytes} (the gateway's {@code max-frame-bytes}, 64 KiB by default; a larger frame closes
+   * the socket with 4003, and being re-sent after each resume, would close every new one).
    */
   private String sendProblem(String to, String dataJson) {
     if (to == null) return "send: to must be session:<id>, user:<id> or room:<name>";

@@ -293,11 +293,8 @@ class TetherClientTest {
       ScriptedServer.Link first = server.welcomeFirst(client);
 
       var refused = client.send("room:r", "{}");
-      assertTrue(first.readText().contains("\"cseq\":1"));
-      first.socket.close(); // the server refused it (not in the room), but the error never left
-
-      ScriptedServer.Link second = server.link(1);
-      assertTrue(second.readText().contains("\"resume\""));
+      // The server refused it (not in the room), but the error never left.
+      ScriptedServer.Link second = dropBeforeTheAnswer(server, first);
       second.sendText(welcome(true, 1, ",\"refused\":[{\"cseq\":1,\"code\":\"not-in-room\"}]"));
       ExecutionException e = assertThrows(ExecutionException.class, () -> refused.get(5, TimeUnit.SECONDS));
       assertTrue(e.getCause().getMessage().contains("not-in-room"), e.toString());
@@ -312,11 +309,8 @@ class TetherClientTest {
       TetherClient client = client(server.port(), "java-max", new Recorder());
       ScriptedServer.Link first = server.welcomeFirst(client);
       var accepted = client.send("user:bob", "{}");
-      assertTrue(first.readText().contains("\"cseq\":1"));
-      first.socket.close(); // accepted, but its "sent" is lost with the link
-
-      ScriptedServer.Link second = server.link(1);
-      assertTrue(second.readText().contains("\"resume\""));
+      // Accepted, but its "sent" is lost with the link.
+      ScriptedServer.Link second = dropBeforeTheAnswer(server, first);
       var loggedOut = client.logout();
       second.sendText(welcome(true, 1, ""));
       assertEquals(1L, accepted.get(5, TimeUnit.SECONDS), "the server had it");
@@ -325,6 +319,15 @@ class TetherClientTest {
       loggedOut.get(5, TimeUnit.SECONDS);
       assertEquals(TetherClient.State.CLOSED, client.state());
     }
+  }
+
+  /** The server reads send 1 from the first link, which then dies unanswered; returns the resume's link. */
+  private static ScriptedServer.Link dropBeforeTheAnswer(ScriptedServer server, ScriptedServer.Link first) throws Exception {
+    assertTrue(first.readText().contains("\"cseq\":1"));
+    first.socket.close();
+    ScriptedServer.Link second = server.link(1);
+    assertTrue(second.readText().contains("\"resume\""));
+    return second;
   }
 
   private static String welcome(boolean resumed, long clientSeq, String extra) {
