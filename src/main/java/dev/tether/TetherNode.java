@@ -9,7 +9,8 @@ import dev.tether.gateway.Authenticator;
 import dev.tether.gateway.FailedResumeLimiter;
 import dev.tether.gateway.GatewaySettings;
 import dev.tether.gateway.LiveConnections;
-import dev.tether.gateway.WebSocketRoute;
+import dev.tether.gateway.Connection;
+import dev.tether.gateway.GatewayListener;
 import dev.tether.inspection.InspectionProjection;
 import dev.tether.inspection.InspectionSettings;
 import dev.tether.inspection.InspectionStore;
@@ -40,8 +41,7 @@ import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
 import org.apache.pekko.cluster.typed.Cluster;
 import org.apache.pekko.cluster.typed.Join;
 import org.apache.pekko.cluster.typed.JoinSeedNodes;
-import org.apache.pekko.http.javadsl.Http;
-import org.apache.pekko.http.javadsl.ServerBinding;
+import org.apache.pekko.stream.javadsl.Tcp;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -55,10 +55,10 @@ public final class TetherNode implements AutoCloseable {
 
   private final Database database;
   private final ActorSystem<Void> system;
-  private final ServerBinding binding;
+  private final Tcp.ServerBinding binding;
   private final TetherMetrics metrics;
 
-  private TetherNode(Database database, ActorSystem<Void> system, ServerBinding binding, TetherMetrics metrics) {
+  private TetherNode(Database database, ActorSystem<Void> system, Tcp.ServerBinding binding, TetherMetrics metrics) {
     this.database = database;
     this.system = system;
     this.binding = binding;
@@ -131,7 +131,6 @@ public final class TetherNode implements AutoCloseable {
             metrics,
             new FailedResumeLimiter(gatewaySettings.failedResumeBurst(), gatewaySettings.failedResumesPerMinute()),
             liveConnections);
-    WebSocketRoute webSocket = new WebSocketRoute(system, connectionDeps);
     BackendApi api =
         new BackendApi(
             system,
@@ -140,13 +139,23 @@ public final class TetherNode implements AutoCloseable {
             metrics,
             new InspectionApi(system, inspectionStore, gatewaySettings.askTimeout()));
 
-    ServerBinding binding =
-        Http.get(system)
-            .newServerAt(gatewaySettings.host(), gatewaySettings.port())
-            .bind(api.route(webSocket.route()))
+    Tcp.ServerBinding binding =
+        GatewayListener.bind(
+                system,
+                gatewaySettings.host(),
+                gatewaySettings.port(),
+                config.getDuration("pekko.http.server.idle-timeout"),
+                api.route(),
+                dev.tether.gateway.WebSocketStage.Limits.from(gatewaySettings),
+                Connection.starter(system, connectionDeps))
             .toCompletableFuture()
             .join();
-    binding.addToCoordinatedShutdown(java.time.Duration.ofSeconds(5), system);
+    // New connections stop being accepted first; the sockets are closed in service-stop, below.
+    CoordinatedShutdown.get(system)
+        .addTask(
+            CoordinatedShutdown.PhaseServiceUnbind(),
+            "unbind-gateway-port",
+            () -> binding.unbind().thenApply(unbound -> org.apache.pekko.Done.getInstance()));
     log.info(
         "Tether listening on http://{}:{} (WebSocket /ws, API /api, metrics /metrics), auth mode {}",
         binding.localAddress().getHostString(),

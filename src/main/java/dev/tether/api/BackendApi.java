@@ -71,8 +71,8 @@ public final class BackendApi extends AllDirectives {
     this.timeout = settings.askTimeout();
   }
 
-  /** The API and operational routes; {@code others} (the WebSocket) are placed inside the same error handling. */
-  public Route route(Route others) {
+  /** The API and operational routes (the WebSocket does not go through routes: see GatewayListener). */
+  public Route route() {
     return handleExceptions(
         exceptionHandler(),
         () ->
@@ -80,7 +80,6 @@ public final class BackendApi extends AllDirectives {
                 rejectionHandler(),
                 () ->
                     concat(
-                        others,
                         pathPrefix("api", () -> authorized(() -> withValidIds(this::apiRoutes))),
                         path("metrics", () -> get(() -> complete(metrics.scrape()))),
                         path(PathMatchers.segment("health").slash("alive"), () -> get(() -> json(StatusCodes.OK, Map.of("status", "alive")))),

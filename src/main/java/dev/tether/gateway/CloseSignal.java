@@ -3,13 +3,12 @@ package dev.tether.gateway;
 import java.util.concurrent.atomic.AtomicReference;
 
 /**
- * What the connection actor and its socket's stream share: the size of the outgoing queue (in
- * characters, the stream decrements it as frames leave), the close code the connection
- * wants its WebSocket closed with, and when the client last sent a protocol-level ping. pekko-http's
- * message-level API always closes with 1000 (or 1011 on failure); {@link CloseCodeWebSocket}
- * rewrites that final close frame to the code set here, which is how Tether sends 4001-4009.
- * pekko-http also answers RFC 6455 pings itself, so the actor never sees them; the stream notes
- * them here, because a ping is hearing from the client as much as a frame is (PROTOCOL.md 5).
+ * What the connection actor and its socket's {@link WebSocketStage} share: the size of the
+ * outgoing queue (in characters, the stage decrements it as frames leave), the close code the
+ * connection wants its WebSocket closed with (the stage puts it in the close frame: this is how
+ * Tether sends 4001-4009), and when the client last sent a protocol-level ping. The stage
+ * answers RFC 6455 pings itself, so the actor never sees them; it notes them here, because a
+ * ping is hearing from the client as much as a frame is (PROTOCOL.md 5).
  */
 public final class CloseSignal {
   public record Close(int code, String reason) {}

@@ -9,7 +9,11 @@ import java.time.Duration;
 import java.util.Base64;
 import java.util.Map;
 import java.util.Optional;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
+import dev.tether.telemetry.TelemetryInterceptor;
+import org.apache.pekko.actor.typed.ActorSystem;
+import org.apache.pekko.actor.typed.MailboxSelector;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.Behavior;
 import org.apache.pekko.actor.typed.PostStop;
@@ -18,8 +22,6 @@ import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.javadsl.StashBuffer;
 import org.apache.pekko.actor.typed.javadsl.TimerScheduler;
 import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
-import org.apache.pekko.http.javadsl.model.ws.Message;
-import org.apache.pekko.stream.BoundedSourceQueue;
 import org.apache.pekko.stream.QueueOfferResult;
 
 /**
@@ -104,8 +106,22 @@ public final class Connection {
       FailedResumeLimiter failedResumes,
       LiveConnections live) {}
 
+  /**
+   * How a socket that completed its upgrade gets its connection actor: a system actor (not a
+   * child of the socket's stream, which does not outlive it on purpose), with the telemetry
+   * mailbox.
+   */
+  public static WebSocketStage.ConnectionStarter starter(ActorSystem<?> system, Dependencies deps) {
+    AtomicLong ids = new AtomicLong();
+    return (outbox, closeSignal, remote) ->
+        system.systemActorOf(
+            TelemetryInterceptor.instrument("Connection", Command.class, create(deps, outbox, closeSignal, remote)),
+            "ws-" + ids.incrementAndGet(),
+            MailboxSelector.fromConfig("tether.telemetry.mailboxes.connection"));
+  }
+
   static Behavior<Command> create(
-      Dependencies deps, BoundedSourceQueue<Message> out, CloseSignal closeSignal, String remote) {
+      Dependencies deps, SocketOutbox out, CloseSignal closeSignal, String remote) {
     // Logs about a connection carry its session id once it has one (logback: %X{sessionId}).
     AtomicReference<Map<String, String>> mdc = new AtomicReference<>(Map.of());
     return Behaviors.withMdc(
@@ -130,7 +146,7 @@ public final class Connection {
   private final TetherMetrics metrics;
   private final FailedResumeLimiter failedResumes;
   private final LiveConnections live;
-  private final BoundedSourceQueue<Message> out;
+  private final SocketOutbox out;
   private final CloseSignal closeSignal;
   private final String remote;
   private final ActorContext<Command> context;
@@ -160,7 +176,7 @@ public final class Connection {
 
   private Connection(
       Dependencies deps,
-      BoundedSourceQueue<Message> out,
+      SocketOutbox out,
       CloseSignal closeSignal,
       String remote,
       AtomicReference<Map<String, String>> mdc,
@@ -546,7 +562,7 @@ public final class Connection {
   private boolean write(String json) {
     if (closing != null) return false; // the outgoing queue is completed or failed
     boolean overBytes = closeSignal.queued(json.length()) > settings.outgoingBufferBytes();
-    QueueOfferResult result = overBytes ? QueueOfferResult.dropped() : out.offer(textFrame(json));
+    QueueOfferResult result = overBytes ? QueueOfferResult.dropped() : out.offer(json);
     if (result == QueueOfferResult.enqueued()) {
       metrics.frameOut();
       return true;
@@ -555,9 +571,9 @@ public final class Connection {
       metrics.slowConsumer();
       closeSignal.set(4009, "slow consumer");
       releaseSession();
-      // fail() drops what is buffered, so the close does not wait behind frames the client
+      // abort() drops what is buffered, so the close does not wait behind frames the client
       // is not reading. The session still holds them all.
-      out.fail(new SlowConsumer());
+      out.abort();
       closing = closing();
     }
     return false;
@@ -573,11 +589,7 @@ public final class Connection {
     if (closing != null) return closing;
     closeSignal.set(code, reason);
     if (code != 1000 && code != 4002 && code != 4004) releaseSession();
-    try {
-      out.complete();
-    } catch (IllegalStateException alreadyEnded) {
-      // The socket's stream ended first (the client went away): nothing left to close.
-    }
+    out.complete();
     closing = closing();
     return closing;
   }
@@ -653,14 +665,6 @@ public final class Connection {
         .build();
   }
 
-  /**
-   * pekko-http's own (scaladsl) strict text message, which is also a javadsl {@code Message}: the
-   * socket's stream passes it to the WebSocket stack as it is, with no conversion stage.
-   */
-  private static Message textFrame(String json) {
-    return new org.apache.pekko.http.scaladsl.model.ws.TextMessage.Strict(json);
-  }
-
   /** However the actor stops (also by a failure), it is no longer an open connection. */
   private Behavior<Command> onPostStop() {
     live.remove(context.getSelf());
@@ -671,12 +675,5 @@ public final class Connection {
     byte[] random = new byte[bytes];
     RANDOM.nextBytes(random);
     return Base64.getUrlEncoder().withoutPadding().encodeToString(random);
-  }
-
-  /** Fails the outgoing stream of a client that does not read. */
-  static final class SlowConsumer extends RuntimeException {
-    SlowConsumer() {
-      super("client did not read fast enough", null, false, false);
-    }
   }
 }

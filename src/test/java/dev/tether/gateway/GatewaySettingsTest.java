@@ -6,7 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
-import org.apache.pekko.http.javadsl.settings.ServerSettings;
 import org.junit.jupiter.api.Test;
 
 class GatewaySettingsTest {
@@ -54,14 +53,5 @@ class GatewaySettingsTest {
         GatewaySettings.from(
             with("tether.gateway.limits.max-body-bytes = 4MiB\npekko.remote.artery.advanced.maximum-frame-size = 5MiB"));
     assertEquals(4L * 1024 * 1024, raised.maxBodyBytes());
-  }
-
-  @Test
-  void theServerCachesNoHeaderValuesPerConnection() {
-    // A WebSocket holds its HTTP parser for its whole life; a parser that caches a header value
-    // first copies the shared header trie (docs/BENCHMARKS.md, seventh session).
-    var limits = ServerSettings.create(ConfigFactory.load()).getParserSettings().getHeaderValueCacheLimits();
-    assertEquals(0, limits.get("default"));
-    limits.forEach((header, limit) -> assertEquals(0, limit, header));
   }
 }

@@ -1,0 +1,195 @@
+package dev.tether.gateway;
+
+import java.net.InetSocketAddress;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.Optional;
+import java.util.concurrent.CompletionStage;
+import org.apache.pekko.Done;
+import org.apache.pekko.NotUsed;
+import org.apache.pekko.actor.typed.ActorSystem;
+import org.apache.pekko.event.Logging;
+import org.apache.pekko.event.LoggingAdapter;
+import org.apache.pekko.http.javadsl.Http;
+import org.apache.pekko.http.javadsl.server.Route;
+import org.apache.pekko.http.javadsl.settings.ServerSettings;
+import org.apache.pekko.stream.Attributes;
+import org.apache.pekko.stream.FlowShape;
+import org.apache.pekko.stream.Inlet;
+import org.apache.pekko.stream.Materializer;
+import org.apache.pekko.stream.Outlet;
+import org.apache.pekko.stream.TLSProtocol;
+import org.apache.pekko.stream.javadsl.BidiFlow;
+import org.apache.pekko.stream.javadsl.Flow;
+import org.apache.pekko.stream.javadsl.Keep;
+import org.apache.pekko.stream.javadsl.Sink;
+import org.apache.pekko.stream.javadsl.Source;
+import org.apache.pekko.stream.javadsl.TLSPlacebo;
+import org.apache.pekko.stream.javadsl.Tcp;
+import org.apache.pekko.stream.stage.AbstractInHandler;
+import org.apache.pekko.stream.stage.AbstractOutHandler;
+import org.apache.pekko.stream.stage.GraphStage;
+import org.apache.pekko.stream.stage.GraphStageLogic;
+import org.apache.pekko.util.ByteString;
+
+/**
+ * The gateway's one port. Each TCP connection is looked at once, at its request line: a request
+ * for {@code /ws} is a WebSocket and runs as one {@link WebSocketStage}; anything else (the
+ * backend API, health, metrics) is served by pekko-http's server pipeline and the routes.
+ *
+ * <p>pekko-http's own binding would also serve the WebSocket, but a socket it upgrades keeps the
+ * HTTP pipeline and the WebSocket stack materialized for its whole life (about 40 stages); with
+ * tens of thousands of idle sockets that is most of a session's memory and most of the CPU of a
+ * reconnect (docs/BENCHMARKS.md, eighth session).
+ */
+public final class GatewayListener {
+  private GatewayListener() {}
+
+  /**
+   * Binds {@code host:port}. {@code idleTimeout} closes an HTTP connection that sends and receives
+   * nothing for that long (it also ends slow, trickling requests); a WebSocket has its own
+   * deadlines instead: the upgrade request within the handshake timeout, then the heartbeat.
+   * pekko-http's server settings (request limits, pipelining, max-connections, backlog, socket
+   * options) apply as they would to its own binding.
+   */
+  public static CompletionStage<Tcp.ServerBinding> bind(
+      ActorSystem<?> system,
+      String host,
+      int port,
+      Duration idleTimeout,
+      Route route,
+      WebSocketStage.Limits webSocketLimits,
+      WebSocketStage.ConnectionStarter webSockets) {
+    ServerSettings httpSettings = ServerSettings.create(system.settings().config());
+    LoggingAdapter log = Logging.getLogger(system.classicSystem(), GatewayListener.class);
+    Materializer materializer = Materializer.matFromSystem(system);
+    Flow<org.apache.pekko.http.javadsl.model.HttpRequest, org.apache.pekko.http.javadsl.model.HttpResponse, NotUsed>
+        routes = route.flow(system);
+    return Tcp.get(system)
+        .bind(host, port, httpSettings.getBacklog(), httpSettings.getSocketOptions(), false, Optional.empty())
+        .mapAsyncUnordered(
+            httpSettings.getMaxConnections(),
+            incoming -> {
+              InetSocketAddress peer = incoming.remoteAddress();
+              Flow<ByteString, ByteString, CompletionStage<Done>> connection =
+                  Flow.of(ByteString.class)
+                      .via(new RequestLineGate())
+                      .flatMapPrefix(
+                          1,
+                          first -> {
+                            if (!first.iterator().hasNext()) return Flow.of(ByteString.class); // closed unheard
+                            ByteString firstBytes = first.iterator().next();
+                            if (isWebSocketRequest(firstBytes)) {
+                              return Flow.fromGraph(
+                                  new WebSocketStage(firstBytes, address(peer), webSocketLimits, webSockets));
+                            }
+                            return Flow.of(ByteString.class)
+                                .prepend(Source.single(firstBytes))
+                                .via(httpServer(system, httpSettings, peer, log, routes, idleTimeout));
+                          })
+                      .watchTermination(Keep.right());
+              // The slot of max-connections is free again when the connection has ended.
+              return incoming
+                  .handleWith(connection, materializer)
+                  .exceptionally(failure -> Done.getInstance());
+            })
+        .to(Sink.ignore())
+        .run(materializer);
+  }
+
+  /** pekko-http's server pipeline for one plain HTTP connection (no TLS: Tether sits behind a proxy for that). */
+  private static Flow<ByteString, ByteString, NotUsed> httpServer(
+      ActorSystem<?> system,
+      ServerSettings settings,
+      InetSocketAddress peer,
+      LoggingAdapter log,
+      Flow<org.apache.pekko.http.javadsl.model.HttpRequest, org.apache.pekko.http.javadsl.model.HttpResponse, NotUsed>
+          routes,
+      Duration idleTimeout) {
+    // No TLS here: the placebo only adapts pekko-http's TLS-shaped interface to plain bytes.
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    BidiFlow<TLSProtocol.SslTlsOutbound, ByteString, ByteString, TLSProtocol.SslTlsInbound, NotUsed> plain =
+        (BidiFlow) TLSPlacebo.getInstance();
+    return routes.join(
+        Http.get(system)
+            .serverLayer(settings, Optional.of(peer), log)
+            .atop(plain)
+            .atop(BidiFlow.<ByteString, ByteString>bidirectionalIdleTimeout(idleTimeout)));
+  }
+
+  private static String address(InetSocketAddress peer) {
+    return peer.getAddress() == null ? "unknown" : peer.getAddress().getHostAddress();
+  }
+
+  /** Whether the request line asks for {@code /ws} (with or without a query), by any method. */
+  static boolean isWebSocketRequest(ByteString firstBytes) {
+    int lineEnd = firstBytes.indexOf((byte) '\r');
+    String line = firstBytes.take(lineEnd < 0 ? firstBytes.size() : lineEnd).decodeString(StandardCharsets.ISO_8859_1);
+    String[] parts = line.split(" ", 3);
+    if (parts.length < 2) return false;
+    String target = parts[1];
+    int query = target.indexOf('?');
+    return (query < 0 ? target : target.substring(0, query)).equals("/ws");
+  }
+
+  /**
+   * Passes the connection's bytes through, except that its first element is the whole request
+   * line (up to a limit): what decides between the WebSocket and HTTP. A client may send the
+   * line in as many TCP segments as it likes.
+   */
+  static final class RequestLineGate extends GraphStage<FlowShape<ByteString, ByteString>> {
+    private static final int MAX_LINE = 8 * 1024;
+    private final Inlet<ByteString> in = Inlet.create("RequestLineGate.in");
+    private final Outlet<ByteString> out = Outlet.create("RequestLineGate.out");
+    private final FlowShape<ByteString, ByteString> shape = FlowShape.of(in, out);
+
+    @Override
+    public FlowShape<ByteString, ByteString> shape() {
+      return shape;
+    }
+
+    @Override
+    public GraphStageLogic createLogic(Attributes inheritedAttributes) {
+      return new GraphStageLogic(shape) {
+        private ByteString line = ByteString.emptyByteString(); // null once the line has passed
+
+        {
+          setHandler(
+              in,
+              new AbstractInHandler() {
+                @Override
+                public void onPush() {
+                  ByteString chunk = grab(in);
+                  if (line == null) {
+                    push(out, chunk);
+                    return;
+                  }
+                  line = line.concat(chunk).compact();
+                  if (line.indexOf((byte) '\n') >= 0 || line.size() >= MAX_LINE) {
+                    ByteString first = line;
+                    line = null;
+                    push(out, first);
+                  } else {
+                    pull(in);
+                  }
+                }
+
+                @Override
+                public void onUpstreamFinish() {
+                  if (line != null && !line.isEmpty()) emit(out, line);
+                  completeStage();
+                }
+              });
+          setHandler(
+              out,
+              new AbstractOutHandler() {
+                @Override
+                public void onPull() {
+                  pull(in);
+                }
+              });
+        }
+      };
+    }
+  }
+}

@@ -1,0 +1,616 @@
+package dev.tether.gateway;
+
+import java.nio.ByteBuffer;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.javadsl.Adapter;
+import scala.Tuple2;
+import org.apache.pekko.stream.Attributes;
+import org.apache.pekko.stream.FlowShape;
+import org.apache.pekko.stream.Inlet;
+import org.apache.pekko.stream.Outlet;
+import org.apache.pekko.stream.QueueOfferResult;
+import org.apache.pekko.stream.stage.AbstractInHandler;
+import org.apache.pekko.stream.stage.AbstractOutHandler;
+import org.apache.pekko.stream.stage.AsyncCallback;
+import org.apache.pekko.stream.stage.GraphStage;
+import org.apache.pekko.stream.stage.GraphStageLogic;
+import org.apache.pekko.stream.stage.TimerGraphStageLogic;
+import org.apache.pekko.util.ByteString;
+import org.apache.pekko.util.ByteStringBuilder;
+
+/**
+ * One WebSocket connection, from the raw TCP bytes to its {@link Connection} actor, in a single
+ * stream stage: the upgrade request ({@link UpgradeRequest}), RFC 6455 framing (client frames
+ * are masked, server frames are not), pings answered with pongs, fragmented text messages
+ * reassembled, and the close handshake carrying Tether's close codes.
+ *
+ * <p>Why not pekko-http's WebSocket support: a socket upgraded by pekko-http keeps its whole HTTP
+ * server pipeline plus the WebSocket stack materialized for its lifetime, about 40 stream stages
+ * and half of an idle session's heap (docs/BENCHMARKS.md, eighth session). This stage is the
+ * only one a WebSocket needs besides the TCP connection itself.
+ *
+ * <p>Towards the actor it keeps the protocol of pekko's {@code ActorSink.actorRefWithBackpressure}:
+ * {@link Connection.StreamStarted}, then one {@link Connection.FrameReceived} at a time (the next
+ * one only after the actor's {@link Connection.StreamAck}, and TCP is not read meanwhile, so a
+ * flooding client is slowed by TCP), and {@link Connection.StreamEnded} when the socket is gone.
+ * The actor writes through {@link SocketOutbox}.
+ */
+public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteString>> {
+
+  /** Starts the connection actor once the upgrade is accepted. */
+  public interface ConnectionStarter {
+    ActorRef<Connection.Command> start(SocketOutbox outbox, CloseSignal closeSignal, String remote);
+  }
+
+  /** What the stage needs from the gateway's settings. */
+  public record Limits(int maxFrameBytes, int outgoingBuffer, boolean trustForwardedFor, Duration headTimeout, Duration closeTimeout) {
+    public static Limits from(GatewaySettings settings) {
+      return new Limits(
+          settings.maxFrameBytes(),
+          settings.outgoingBuffer(),
+          settings.trustForwardedFor(),
+          settings.handshakeTimeout(),
+          Duration.ofSeconds(3));
+    }
+  }
+
+  // RFC 6455 section 5.2
+  private static final int OP_CONTINUATION = 0x0;
+  private static final int OP_TEXT = 0x1;
+  private static final int OP_BINARY = 0x2;
+  private static final int OP_CLOSE = 0x8;
+  private static final int OP_PING = 0x9;
+  private static final int OP_PONG = 0xA;
+  /** One write to TCP carries at most about this many bytes of queued frames. */
+  private static final int MAX_WRITE_BYTES = 64 * 1024;
+
+  private final Inlet<ByteString> in = Inlet.create("WebSocket.in");
+  private final Outlet<ByteString> out = Outlet.create("WebSocket.out");
+  private final FlowShape<ByteString, ByteString> shape = FlowShape.of(in, out);
+  private final ByteString firstBytes;
+  private final String peer;
+  private final Limits limits;
+  private final ConnectionStarter starter;
+
+  /**
+   * @param firstBytes what was already read from the socket to choose this stage
+   * @param peer the TCP peer's address
+   */
+  WebSocketStage(ByteString firstBytes, String peer, Limits limits, ConnectionStarter starter) {
+    this.firstBytes = firstBytes;
+    this.peer = peer;
+    this.limits = limits;
+    this.starter = starter;
+  }
+
+  @Override
+  public FlowShape<ByteString, ByteString> shape() {
+    return shape;
+  }
+
+  @Override
+  public GraphStageLogic createLogic(Attributes inheritedAttributes) {
+    return new Logic();
+  }
+
+  private enum State {
+    /** Reading the HTTP upgrade request. */
+    HEAD,
+    /** Upgraded: frames flow both ways. */
+    OPEN,
+    /** Our close frame is sent (or queued): waiting for the client's, for at most the close timeout. */
+    CLOSING,
+    /** The last bytes are written or being written; nothing more is read. */
+    DONE
+  }
+
+  private static final String HEAD_TIMER = "head";
+  private static final String CLOSE_TIMER = "close";
+
+  private final class Logic extends TimerGraphStageLogic implements SocketOutbox {
+    private State state = State.HEAD;
+    private ByteString buffer = firstBytes;
+    private int headScanFrom;
+    /** Bytes to write before any queued frame: the upgrade answer, pongs, the close frame. */
+    private ByteString control = ByteString.emptyByteString();
+    private final CloseSignal closeSignal = new CloseSignal();
+    private ActorRef<Connection.Command> connection;
+    private ActorRef<Connection.StreamAck> ackTo;
+    private boolean awaitingAck;
+
+    // The message being reassembled from fragments (RFC 6455 section 5.4).
+    private int messageOpcode = -1; // -1: none in progress
+    private ByteStringBuilder fragments;
+    private long messageBytes;
+    private boolean discardingMessage; // binary or too large: its payload is skipped
+    private long skipBytes; // payload of the current frame still to be skipped
+
+    // The actor's side: written from its thread, drained on the stage's.
+    private final ConcurrentLinkedQueue<String> frames = new ConcurrentLinkedQueue<>();
+    private final AtomicInteger queued = new AtomicInteger();
+    private final AtomicBoolean wakeupPending = new AtomicBoolean();
+    private volatile int closeRequest; // 0 none, 1 after the queued frames, 2 now
+    private volatile boolean outboxClosed;
+    private final AsyncCallback<Object> wakeup = createAsyncCallback(ignored -> onOutboxChanged());
+
+    Logic() {
+      super(shape);
+      setHandler(
+          in,
+          new AbstractInHandler() {
+            @Override
+            public void onPush() {
+              ByteString chunk = grab(in);
+              buffer = buffer.isEmpty() ? chunk : buffer.concat(chunk);
+              // The head is scanned byte by byte: keep it one array, however it trickles in.
+              if (state == State.HEAD) buffer = buffer.compact();
+              readBuffer();
+            }
+
+            @Override
+            public void onUpstreamFinish() {
+              // The client went away (with or without a close frame of its own), or, after
+              // finishWith, TCP closed once our last bytes were written.
+              completeStage();
+            }
+
+            @Override
+            public void onUpstreamFailure(Throwable failure) {
+              completeStage(); // a reset socket is an ordinary way for a client to leave
+            }
+          });
+      setHandler(
+          out,
+          new AbstractOutHandler() {
+            @Override
+            public void onPull() {
+              write();
+            }
+
+            @Override
+            public void onDownstreamFinish(Throwable cause) {
+              completeStage();
+            }
+          });
+    }
+
+    @Override
+    public void preStart() {
+      scheduleOnce(HEAD_TIMER, limits.headTimeout());
+      readBuffer();
+    }
+
+    @Override
+    public void onTimer(Object key) {
+      if (HEAD_TIMER.equals(key) && state == State.HEAD) {
+        finishWith(UpgradeRequest.refuse(408, "Request Timeout", "the upgrade request did not arrive in time").response());
+      } else if (CLOSE_TIMER.equals(key)) {
+        completeStage(); // the client never answered our close frame
+      }
+    }
+
+    @Override
+    public void postStop() {
+      outboxClosed = true;
+      if (connection != null) connection.tell(new Connection.StreamEnded());
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // Reading
+
+    /** Acts on what the buffer holds, then reads more from TCP if that is what it waits for. */
+    private void readBuffer() {
+      boolean needMoreBytes = state == State.HEAD ? readHead() : readFrames();
+      if (needMoreBytes && !isClosed(in) && !hasBeenPulled(in)) pull(in);
+    }
+
+    /** @return true when the head is not complete yet */
+    private boolean readHead() {
+      int end = indexOfEmptyLine();
+      if (end < 0) {
+        if (buffer.size() > UpgradeRequest.MAX_HEAD_BYTES) {
+          finishWith(UpgradeRequest.refuse(431, "Request Header Fields Too Large", "request head too large").response());
+          return false;
+        }
+        return true;
+      }
+      String head = buffer.slice(0, end).decodeString(StandardCharsets.ISO_8859_1);
+      buffer = buffer.drop(end + 4);
+      UpgradeRequest.Outcome outcome = UpgradeRequest.answer(head);
+      if (!outcome.upgraded()) {
+        finishWith(outcome.response());
+        return false;
+      }
+      cancelTimer(HEAD_TIMER);
+      state = State.OPEN;
+      writeControl(ByteString.fromString(outcome.response(), StandardCharsets.US_ASCII));
+      // Stage actor: the actor's acks and its termination reach this stage on the stage's thread.
+      StageActor stageActor =
+          getStageActor(
+              message -> {
+                onActorMessage(message);
+                return scala.runtime.BoxedUnit.UNIT;
+              });
+      ackTo = Adapter.toTyped(stageActor.ref());
+      connection = starter.start(this, closeSignal, clientAddress(outcome));
+      stageActor.watch(Adapter.toClassic(connection));
+      connection.tell(new Connection.StreamStarted(ackTo));
+      awaitingAck = true;
+      return false;
+    }
+
+    private int indexOfEmptyLine() {
+      int size = buffer.size();
+      for (int i = Math.max(0, headScanFrom - 3); i + 3 < size; i++) {
+        if (buffer.apply(i) == '\r' && buffer.apply(i + 1) == '\n' && buffer.apply(i + 2) == '\r' && buffer.apply(i + 3) == '\n') {
+          return i;
+        }
+      }
+      headScanFrom = size;
+      return -1;
+    }
+
+    private String clientAddress(UpgradeRequest.Outcome outcome) {
+      if (limits.trustForwardedFor()) {
+        String forwarded = ipLiteral(outcome.forwardedFor());
+        if (forwarded != null) return forwarded;
+        String realIp = ipLiteral(outcome.realIp());
+        if (realIp != null) return realIp;
+      }
+      return peer;
+    }
+
+    /** @return true when a frame is incomplete and more bytes are needed */
+    private boolean readFrames() {
+      while (!awaitingAck && (state == State.OPEN || state == State.CLOSING)) {
+        if (skipBytes > 0) {
+          int skipped = (int) Math.min(skipBytes, buffer.size());
+          buffer = buffer.drop(skipped);
+          skipBytes -= skipped;
+          if (skipBytes > 0) return true;
+          continue;
+        }
+        if (buffer.size() < 2) return true;
+        int b0 = buffer.apply(0) & 0xFF;
+        int b1 = buffer.apply(1) & 0xFF;
+        boolean fin = (b0 & 0x80) != 0;
+        int opcode = b0 & 0x0F;
+        boolean masked = (b1 & 0x80) != 0;
+        int length7 = b1 & 0x7F;
+        int headerLength = 2 + (length7 == 126 ? 2 : length7 == 127 ? 8 : 0) + (masked ? 4 : 0);
+        if (buffer.size() < headerLength) return true;
+        long length =
+            length7 == 126 ? ((buffer.apply(2) & 0xFF) << 8) | (buffer.apply(3) & 0xFF)
+                : length7 == 127 ? buffer.slice(2, 10).asByteBuffer().getLong()
+                : length7;
+        if ((b0 & 0x70) != 0) return protocolError(1002, "reserved bits set");
+        if (!masked) return protocolError(1002, "client frames must be masked");
+        if (length < 0) return protocolError(1002, "frame length out of range");
+        boolean control = (opcode & 0x8) != 0;
+        if (control) {
+          if (!fin || length > 125) return protocolError(1002, "control frames must be whole and at most 125 bytes");
+          if (opcode != OP_CLOSE && opcode != OP_PING && opcode != OP_PONG) return protocolError(1002, "unknown opcode");
+        } else if (opcode == OP_CONTINUATION ? messageOpcode < 0 : messageOpcode >= 0) {
+          return protocolError(1002, opcode == OP_CONTINUATION ? "continuation without a message" : "message inside a fragmented message");
+        } else if (opcode != OP_CONTINUATION && opcode != OP_TEXT && opcode != OP_BINARY) {
+          return protocolError(1002, "unknown opcode");
+        }
+        int maskOffset = headerLength - 4;
+
+        if (!control && (discardingMessage || opcode == OP_BINARY || messageBytes + length > limits.maxFrameBytes())) {
+          // Not kept: binary, or over the limit. Its payload is skipped as it arrives.
+          buffer = buffer.drop(headerLength);
+          skipBytes = length;
+          startOrContinueMessage(opcode);
+          if (!discardingMessage) {
+            discardingMessage = true;
+            fragments = null;
+            if (messageOpcode == OP_TEXT) deliver(new ClientFrame.TooLarge(messageBytes + length));
+          }
+          messageBytes += length;
+          if (fin) endDiscardedMessage();
+          continue;
+        }
+        if (buffer.size() < headerLength + length) return true;
+        byte[] payload = unmask(buffer, maskOffset, headerLength, (int) length);
+        buffer = buffer.drop(headerLength + (int) length);
+        if (control) {
+          onControlFrame(opcode, payload);
+        } else {
+          onDataFrame(opcode, fin, payload);
+        }
+      }
+      return false;
+    }
+
+    private void startOrContinueMessage(int opcode) {
+      if (opcode != OP_CONTINUATION) {
+        messageOpcode = opcode;
+        messageBytes = 0;
+      }
+    }
+
+    private void endDiscardedMessage() {
+      if (messageOpcode == OP_BINARY) {
+        deliver(new ClientFrame.Bad("bad-frame", "binary frames are not supported; send JSON text frames"));
+      }
+      messageOpcode = -1;
+      messageBytes = 0;
+      discardingMessage = false;
+    }
+
+    private void onDataFrame(int opcode, boolean fin, byte[] payload) {
+      startOrContinueMessage(opcode);
+      messageBytes += payload.length;
+      if (fin && fragments == null) {
+        onTextMessage(payload);
+        return;
+      }
+      if (fragments == null) fragments = new ByteStringBuilder();
+      fragments.putBytes(payload);
+      if (fin) {
+        byte[] whole = fragments.result().toArray();
+        fragments = null;
+        onTextMessage(whole);
+      }
+    }
+
+    private void onTextMessage(byte[] utf8) {
+      messageOpcode = -1;
+      messageBytes = 0;
+      String text;
+      try {
+        text =
+            StandardCharsets.UTF_8
+                .newDecoder()
+                .onMalformedInput(CodingErrorAction.REPORT)
+                .onUnmappableCharacter(CodingErrorAction.REPORT)
+                .decode(ByteBuffer.wrap(utf8))
+                .toString();
+      } catch (CharacterCodingException e) {
+        protocolError(1007, "text frame is not valid UTF-8");
+        return;
+      }
+      deliver(FrameCodec.decode(text));
+    }
+
+    private void onControlFrame(int opcode, byte[] payload) {
+      switch (opcode) {
+        case OP_PING -> {
+          // Hearing from the client, as much as a frame is (PROTOCOL.md 5).
+          closeSignal.protocolPingReceived();
+          if (state == State.OPEN) writeControl(frame(OP_PONG, payload, 0, payload.length));
+        }
+        case OP_PONG -> {} // Tether sends no pings of its own: nothing to match
+        default -> onCloseFrame(payload);
+      }
+    }
+
+    private void onCloseFrame(byte[] payload) {
+      if (payload.length == 1) {
+        protocolError(1002, "close frame with a one-byte payload");
+        return;
+      }
+      if (payload.length >= 2 && !isValidCloseCode(((payload[0] & 0xFF) << 8) | (payload[1] & 0xFF))) {
+        protocolError(1002, "invalid close code");
+        return;
+      }
+      if (state == State.CLOSING) {
+        completeStage(); // the client answered ours: the handshake is done
+        return;
+      }
+      // The client closes: answer with its code (RFC 6455 section 5.5.1), then end.
+      byte[] answer = payload.length >= 2 ? new byte[] {payload[0], payload[1]} : new byte[0];
+      frames.clear();
+      finishWith(frame(OP_CLOSE, answer, 0, answer.length));
+    }
+
+    /** Hands one frame to the actor; the next is read after its ack. */
+    private void deliver(ClientFrame frame) {
+      if (state != State.OPEN) return;
+      connection.tell(new Connection.FrameReceived(frame, ackTo));
+      awaitingAck = true;
+    }
+
+    private void onActorMessage(Tuple2<org.apache.pekko.actor.ActorRef, Object> message) {
+      if (message._2() instanceof org.apache.pekko.actor.Terminated) {
+        // The actor stopped while the socket was still open (it failed): close the socket.
+        connection = null;
+        closeSignal.set(1011, "internal error");
+        closeNow();
+      } else if (message._2() == Connection.StreamAck.INSTANCE && awaitingAck) {
+        awaitingAck = false;
+        readBuffer();
+      }
+    }
+
+    /** A violation of RFC 6455 by the client: the socket closes with {@code code}. */
+    private boolean protocolError(int code, String reason) {
+      closeSignal.set(code, reason);
+      buffer = ByteString.emptyByteString();
+      if (state == State.OPEN) {
+        closeNow();
+      } else {
+        completeStage();
+      }
+      return false;
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // Writing
+
+    private void writeControl(ByteString bytes) {
+      control = control.isEmpty() ? bytes : control.concat(bytes);
+      write();
+    }
+
+    /** Writes what is waiting when TCP can take it: control bytes first, then queued frames. */
+    private void write() {
+      if (!isAvailable(out)) return;
+      ByteString bytes = control;
+      control = ByteString.emptyByteString();
+      if (state == State.OPEN) {
+        bytes = bytes.concat(drainFrames());
+        if (closeRequest == 1 && queued.get() == 0) bytes = bytes.concat(closeFrame());
+      }
+      if (!bytes.isEmpty()) push(out, bytes);
+    }
+
+    private ByteString drainFrames() {
+      ByteStringBuilder builder = null;
+      String json;
+      while (builder == null || builder.length() < MAX_WRITE_BYTES) {
+        json = frames.poll();
+        if (json == null) break;
+        queued.decrementAndGet();
+        closeSignal.dequeued(json.length());
+        byte[] utf8 = json.getBytes(StandardCharsets.UTF_8);
+        if (builder == null) builder = new ByteStringBuilder();
+        appendFrame(builder, OP_TEXT, utf8, 0, utf8.length);
+      }
+      return builder == null ? ByteString.emptyByteString() : builder.result();
+    }
+
+    /** Our close frame, with the code the connection chose; from now on only the client's close is awaited. */
+    private ByteString closeFrame() {
+      state = State.CLOSING;
+      outboxClosed = true;
+      scheduleOnce(CLOSE_TIMER, limits.closeTimeout());
+      CloseSignal.Close close = closeSignal.get();
+      int code = close == null ? 1000 : close.code();
+      byte[] reason = close == null ? new byte[0] : close.reason().getBytes(StandardCharsets.UTF_8);
+      int reasonLength = Math.min(reason.length, 123); // a control frame carries at most 125 bytes
+      byte[] payload = new byte[2 + reasonLength];
+      payload[0] = (byte) (code >> 8);
+      payload[1] = (byte) code;
+      System.arraycopy(reason, 0, payload, 2, reasonLength);
+      return frame(OP_CLOSE, payload, 0, payload.length);
+    }
+
+    /** Drops the queued frames and sends the close frame next. */
+    private void closeNow() {
+      if (state != State.OPEN) return;
+      frames.clear();
+      queued.set(0);
+      writeControl(closeFrame());
+    }
+
+    /** Writes {@code last} (an HTTP error or the answer to a close) and ends the connection. */
+    private void finishWith(String httpResponse) {
+      finishWith(ByteString.fromString(httpResponse, StandardCharsets.UTF_8));
+    }
+
+    private void finishWith(ByteString last) {
+      state = State.DONE;
+      outboxClosed = true;
+      // Nothing more is read, but the read side stays open: cancelling it would make TCP close
+      // the connection at once, before these bytes are written. Completing the write side
+      // closes the connection after them.
+      ByteString bytes = control.concat(last);
+      control = ByteString.emptyByteString();
+      if (!bytes.isEmpty()) emit(out, bytes);
+      complete(out);
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // SocketOutbox: called by the connection actor, on its thread
+
+    @Override
+    public QueueOfferResult offer(String json) {
+      if (outboxClosed || closeRequest != 0) return QueueOfferResult.closed();
+      if (queued.incrementAndGet() > limits.outgoingBuffer()) {
+        queued.decrementAndGet();
+        return QueueOfferResult.dropped();
+      }
+      frames.add(json);
+      wake();
+      return QueueOfferResult.enqueued();
+    }
+
+    @Override
+    public void complete() {
+      if (closeRequest == 0) closeRequest = 1;
+      wake();
+    }
+
+    @Override
+    public void abort() {
+      closeRequest = 2;
+      wake();
+    }
+
+    /** One wake-up in flight at a time: a burst of frames costs one callback, not one each. */
+    private void wake() {
+      if (wakeupPending.compareAndSet(false, true)) wakeup.invoke(null);
+    }
+
+    private void onOutboxChanged() {
+      wakeupPending.set(false);
+      if (closeRequest == 2) {
+        closeNow();
+      } else {
+        write();
+      }
+    }
+  }
+
+  /** Codes a close frame may carry (RFC 6455 section 7.4; 1012-1014 registered with IANA since). */
+  static boolean isValidCloseCode(int code) {
+    return (code >= 1000 && code <= 1014 && code != 1004 && code != 1005 && code != 1006)
+        || (code >= 3000 && code <= 4999);
+  }
+
+  /** The payload of a client frame, unmasked (RFC 6455 section 5.3). */
+  private static byte[] unmask(ByteString buffer, int maskOffset, int payloadOffset, int length) {
+    byte[] mask = buffer.slice(maskOffset, maskOffset + 4).toArray();
+    byte[] payload = buffer.slice(payloadOffset, payloadOffset + length).toArray();
+    for (int i = 0; i < payload.length; i++) payload[i] ^= mask[i & 3];
+    return payload;
+  }
+
+  /** A whole, unmasked server frame. */
+  static ByteString frame(int opcode, byte[] payload, int offset, int length) {
+    ByteStringBuilder builder = new ByteStringBuilder();
+    appendFrame(builder, opcode, payload, offset, length);
+    return builder.result();
+  }
+
+  /** Appends a whole, unmasked server frame (RFC 6455 section 5.2) to {@code builder}. */
+  static void appendFrame(ByteStringBuilder builder, int opcode, byte[] payload, int offset, int length) {
+    builder.putByte((byte) (0x80 | opcode));
+    if (length < 126) {
+      builder.putByte((byte) length);
+    } else if (length <= 0xFFFF) {
+      builder.putByte((byte) 126);
+      builder.putByte((byte) (length >> 8));
+      builder.putByte((byte) length);
+    } else {
+      builder.putByte((byte) 127);
+      builder.putLong(length, java.nio.ByteOrder.BIG_ENDIAN);
+    }
+    builder.putBytes(payload, offset, length);
+  }
+
+  /**
+   * The normalized form of an IP address literal, or null for anything else (a host name is not
+   * looked up: a forged header must not make the gateway query DNS).
+   */
+  static String ipLiteral(String value) {
+    if (value == null || value.isEmpty() || value.length() > 45) return null;
+    // With a ':' InetAddress parses an IPv6 literal (host names have none); an IPv4 literal is
+    // four dotted decimals. Anything else would be a name.
+    if (value.indexOf(':') < 0 && !value.matches("\\d{1,3}(\\.\\d{1,3}){3}")) return null;
+    try {
+      return java.net.InetAddress.getByName(value).getHostAddress();
+    } catch (java.net.UnknownHostException e) {
+      return null;
+    }
+  }
+}

@@ -1,0 +1,76 @@
+package dev.tether.gateway;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import org.apache.pekko.util.ByteString;
+import org.junit.jupiter.api.Test;
+
+/** The upgrade request's parsing and answers, and how the listener tells a WebSocket from HTTP. */
+class UpgradeRequestTest {
+  private static final String VALID =
+      "GET /ws HTTP/1.1\r\nHost: example\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+          + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13";
+
+  @Test
+  void answersAValidUpgradeWithTheAcceptKeyOfRfc6455() {
+    UpgradeRequest.Outcome outcome = UpgradeRequest.answer(VALID);
+    assertTrue(outcome.upgraded());
+    assertTrue(outcome.response().startsWith("HTTP/1.1 101 Switching Protocols\r\n"));
+    // The example of RFC 6455 section 1.3.
+    assertTrue(outcome.response().contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    assertTrue(outcome.response().endsWith("\r\n\r\n"));
+  }
+
+  @Test
+  void headerNamesAndTokensAreCaseInsensitive() {
+    String shouting = VALID.replace("Upgrade: websocket", "UPGRADE: WebSocket").replace("Connection:", "connection:");
+    assertTrue(UpgradeRequest.answer(shouting).upgraded());
+  }
+
+  @Test
+  void refusesWhatIsNotAWebSocketUpgrade() {
+    assertStatus(405, VALID.replace("GET /ws", "POST /ws"));
+    assertStatus(400, VALID.replace("Upgrade: websocket\r\n", ""));
+    assertStatus(400, VALID.replace("Connection: keep-alive, Upgrade", "Connection: keep-alive"));
+    assertStatus(426, VALID.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"));
+    assertStatus(400, VALID.replace("dGhlIHNhbXBsZSBub25jZQ==", "too-short"));
+    assertStatus(400, VALID.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""));
+    assertStatus(400, "GET /ws\r\nHost: x");
+    assertStatus(400, VALID + "\r\nno colon here");
+  }
+
+  @Test
+  void readsTheProxyHeadersWithoutTrustingNames() {
+    UpgradeRequest.Outcome outcome =
+        UpgradeRequest.answer(VALID + "\r\nX-Forwarded-For: 203.0.113.7, 10.0.0.1\r\nX-Real-IP: 198.51.100.2");
+    assertEquals("203.0.113.7", outcome.forwardedFor());
+    assertEquals("198.51.100.2", outcome.realIp());
+    assertEquals("203.0.113.7", WebSocketStage.ipLiteral("203.0.113.7"));
+    assertEquals("0:0:0:0:0:0:0:1", WebSocketStage.ipLiteral("::1"));
+    // Names are never looked up: a forged header must not make the gateway query DNS.
+    assertNull(WebSocketStage.ipLiteral("cafe"));
+    assertNull(WebSocketStage.ipLiteral("example.com"));
+    assertNull(WebSocketStage.ipLiteral("unknown"));
+  }
+
+  @Test
+  void theListenerSendsOnlyRequestsForTheWebSocketPathToTheWebSocketStage() {
+    assertTrue(GatewayListener.isWebSocketRequest(ByteString.fromString("GET /ws HTTP/1.1\r\nHost: x\r\n")));
+    assertTrue(GatewayListener.isWebSocketRequest(ByteString.fromString("GET /ws?v=1 HTTP/1.1\r\n")));
+    assertTrue(GatewayListener.isWebSocketRequest(ByteString.fromString("POST /ws HTTP/1.1\r\n")));
+    assertFalse(GatewayListener.isWebSocketRequest(ByteString.fromString("GET /wsx HTTP/1.1\r\n")));
+    assertFalse(GatewayListener.isWebSocketRequest(ByteString.fromString("GET /api/sessions HTTP/1.1\r\n")));
+    assertFalse(GatewayListener.isWebSocketRequest(ByteString.fromString("GET /health/ready HTTP/1.1\r\n")));
+    assertFalse(GatewayListener.isWebSocketRequest(ByteString.fromString("garbage")));
+  }
+
+  private static void assertStatus(int status, String head) {
+    UpgradeRequest.Outcome outcome = UpgradeRequest.answer(head);
+    assertFalse(outcome.upgraded(), head);
+    assertTrue(outcome.response().startsWith("HTTP/1.1 " + status + " "), outcome.response());
+    assertTrue(outcome.response().contains("Connection: close\r\n"));
+  }
+}
