@@ -84,7 +84,23 @@ public final class BackendApi extends AllDirectives {
                         path("metrics", () -> get(() -> complete(metrics.scrape()))),
                         path(PathMatchers.segment("health").slash("alive"), () -> get(() -> json(StatusCodes.OK, Map.of("status", "alive")))),
                         path(PathMatchers.segment("health").slash("ready"), () -> get(this::ready)),
+                        path("ws", this::upgradeNotFirst),
                         demoPage())));
+  }
+
+  /**
+   * A request for {@code /ws} reaches the routes only when it was not the first request on its
+   * TCP connection (GatewayListener decides once per connection, at its first request line): a
+   * proxy that reuses keep-alive connections to the gateway must open a new one per WebSocket.
+   * The connection is closed so that the proxy's retry gets a fresh one.
+   */
+  private Route upgradeNotFirst() {
+    return complete(
+        errorResponse(
+                StatusCodes.BAD_REQUEST,
+                "upgrade-not-first",
+                "a WebSocket upgrade must be the first request on its connection; open a new connection")
+            .addHeader(org.apache.pekko.http.javadsl.model.headers.Connection.create("close")));
   }
 
   /**

@@ -40,9 +40,7 @@ public final class Connection {
 
   interface Command {}
 
-  /** The stream is ready; frames will follow, each acked before the next. */
-  record StreamStarted(ActorRef<StreamAck> ackTo) implements Command {}
-
+  /** A frame from the socket; the socket reads the next one only after this one's {@link StreamAck}. */
   record FrameReceived(ClientFrame frame, ActorRef<StreamAck> ackTo) implements Command {}
 
   enum StreamAck {
@@ -202,7 +200,11 @@ public final class Connection {
 
   private Behavior<Command> start() {
     metrics.connectionOpened();
-    live.add(context.getSelf());
+    if (live.add(context.getSelf())) {
+      // This node began its graceful stop while the socket was upgrading: closeAll has already
+      // told the open connections, so this one tells itself (1012: resume on another node).
+      context.getSelf().tell(ServerStopping.INSTANCE);
+    }
     timers.startSingleTimer(HandshakeTimedOut.INSTANCE, settings.handshakeTimeout());
     return awaitingHandshake();
   }
@@ -212,7 +214,6 @@ public final class Connection {
 
   private Behavior<Command> awaitingHandshake() {
     return Behaviors.receive(Command.class)
-        .onMessage(StreamStarted.class, this::onStreamStarted)
         .onMessage(FrameReceived.class, this::onFrameBeforeHandshake)
         .onMessageEquals(HandshakeTimedOut.INSTANCE, this::onHandshakeTimedOut)
         .onMessage(StreamEnded.class, m -> stopped())
@@ -229,11 +230,6 @@ public final class Connection {
   private Behavior<Command> onSessionUnresponsive() {
     metrics.handshakeSessionUnavailable();
     return close(1011, "session unavailable");
-  }
-
-  private Behavior<Command> onStreamStarted(StreamStarted started) {
-    started.ackTo().tell(StreamAck.INSTANCE);
-    return Behaviors.same();
   }
 
   private Behavior<Command> onFrameBeforeHandshake(FrameReceived received) {

@@ -30,6 +30,7 @@ import org.apache.pekko.stream.stage.AbstractInHandler;
 import org.apache.pekko.stream.stage.AbstractOutHandler;
 import org.apache.pekko.stream.stage.GraphStage;
 import org.apache.pekko.stream.stage.GraphStageLogic;
+import org.apache.pekko.stream.stage.TimerGraphStageLogic;
 import org.apache.pekko.util.ByteString;
 
 /**
@@ -73,7 +74,7 @@ public final class GatewayListener {
               InetSocketAddress peer = incoming.remoteAddress();
               Flow<ByteString, ByteString, CompletionStage<Done>> connection =
                   Flow.of(ByteString.class)
-                      .via(new RequestLineGate())
+                      .via(new RequestLineGate(webSocketLimits.headTimeout()))
                       .flatMapPrefix(
                           1,
                           first -> {
@@ -135,13 +136,20 @@ public final class GatewayListener {
   /**
    * Passes the connection's bytes through, except that its first element is the whole request
    * line (up to a limit): what decides between the WebSocket and HTTP. A client may send the
-   * line in as many TCP segments as it likes.
+   * line in as many TCP segments as it likes, within {@code timeout}: a connection that has not
+   * sent its request line by then is closed (neither pipeline, with its own deadlines, has it
+   * yet).
    */
   static final class RequestLineGate extends GraphStage<FlowShape<ByteString, ByteString>> {
     private static final int MAX_LINE = 8 * 1024;
     private final Inlet<ByteString> in = Inlet.create("RequestLineGate.in");
     private final Outlet<ByteString> out = Outlet.create("RequestLineGate.out");
     private final FlowShape<ByteString, ByteString> shape = FlowShape.of(in, out);
+    private final Duration timeout;
+
+    RequestLineGate(Duration timeout) {
+      this.timeout = timeout;
+    }
 
     @Override
     public FlowShape<ByteString, ByteString> shape() {
@@ -150,8 +158,18 @@ public final class GatewayListener {
 
     @Override
     public GraphStageLogic createLogic(Attributes inheritedAttributes) {
-      return new GraphStageLogic(shape) {
+      return new TimerGraphStageLogic(shape) {
         private ByteString line = ByteString.emptyByteString(); // null once the line has passed
+
+        @Override
+        public void preStart() {
+          scheduleOnce("request-line", timeout);
+        }
+
+        @Override
+        public void onTimer(Object key) {
+          if (line != null) completeStage(); // no request line in time: close the connection
+        }
 
         {
           setHandler(
@@ -164,10 +182,14 @@ public final class GatewayListener {
                     push(out, chunk);
                     return;
                   }
-                  line = line.concat(chunk).compact();
-                  if (line.indexOf((byte) '\n') >= 0 || line.size() >= MAX_LINE) {
-                    ByteString first = line;
+                  // Only the new bytes are searched, and the line stays a rope of its chunks: a
+                  // line trickling in byte by byte costs no more than one arriving whole.
+                  boolean lineEnds = chunk.indexOf((byte) '\n') >= 0;
+                  line = line.concat(chunk);
+                  if (lineEnds || line.size() >= MAX_LINE) {
+                    ByteString first = line.compact();
                     line = null;
+                    cancelTimer("request-line");
                     push(out, first);
                   } else {
                     pull(in);

@@ -23,8 +23,10 @@ public final class LiveConnections {
   private final CompletableFuture<Done> allClosed = new CompletableFuture<>();
   private volatile boolean closing;
 
-  void add(ActorRef<Connection.Command> connection) {
+  /** @return true when this node is already closing its connections: the new one must close too */
+  boolean add(ActorRef<Connection.Command> connection) {
     open.add(connection);
+    return closing;
   }
 
   /** Called when a connection actor stops, however it stops. */

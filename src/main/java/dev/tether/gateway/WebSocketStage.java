@@ -36,11 +36,14 @@ import org.apache.pekko.util.ByteStringBuilder;
  * and half of an idle session's heap (docs/BENCHMARKS.md, eighth session). This stage is the
  * only one a WebSocket needs besides the TCP connection itself.
  *
- * <p>Towards the actor it keeps the protocol of pekko's {@code ActorSink.actorRefWithBackpressure}:
- * {@link Connection.StreamStarted}, then one {@link Connection.FrameReceived} at a time (the next
- * one only after the actor's {@link Connection.StreamAck}, and TCP is not read meanwhile, so a
- * flooding client is slowed by TCP), and {@link Connection.StreamEnded} when the socket is gone.
- * The actor writes through {@link SocketOutbox}.
+ * <p>Towards the actor: one {@link Connection.FrameReceived} at a time (the next one only after the
+ * actor's {@link Connection.StreamAck}, and TCP is not read meanwhile, so a flooding client is
+ * slowed by TCP), and {@link Connection.StreamEnded} when the socket is gone. The first frame goes
+ * to the actor as soon as it is read: no start-up round trip, which a reconnect storm of
+ * thousands of sockets would pay on a busy dispatcher. The actor writes through {@link SocketOutbox}.
+ *
+ * <p>Reading also pauses while our own control bytes (the upgrade answer, pongs, the close frame)
+ * wait for TCP: a client that sends pings and never reads would otherwise grow them without bound.
  */
 public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteString>> {
 
@@ -116,8 +119,11 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
 
   private final class Logic extends TimerGraphStageLogic implements SocketOutbox {
     private State state = State.HEAD;
-    private ByteString buffer = firstBytes;
-    private int headScanFrom;
+    private ByteString buffer = ByteString.emptyByteString();
+    /** How many bytes of the head's end, CR LF CR LF, the bytes read so far end with. */
+    private int headEndMatched;
+    private int headBytesScanned;
+    private int headLength = -1; // the head's length with its CR LF CR LF, once complete
     /** Bytes to write before any queued frame: the upgrade answer, pongs, the close frame. */
     private ByteString control = ByteString.emptyByteString();
     private final CloseSignal closeSignal = new CloseSignal();
@@ -131,6 +137,8 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     private long messageBytes;
     private boolean discardingMessage; // binary or too large: its payload is skipped
     private long skipBytes; // payload of the current frame still to be skipped
+    private boolean readingPaused; // control bytes wait for TCP: read again once they are taken
+    private boolean discardingInput; // a second protocol error while closing: framing is lost
 
     // The actor's side: written from its thread, drained on the stage's.
     private final ConcurrentLinkedQueue<String> frames = new ConcurrentLinkedQueue<>();
@@ -147,10 +155,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
           new AbstractInHandler() {
             @Override
             public void onPush() {
-              ByteString chunk = grab(in);
-              buffer = buffer.isEmpty() ? chunk : buffer.concat(chunk);
-              // The head is scanned byte by byte: keep it one array, however it trickles in.
-              if (state == State.HEAD) buffer = buffer.compact();
+              append(grab(in));
               readBuffer();
             }
 
@@ -172,6 +177,10 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
             @Override
             public void onPull() {
               write();
+              if (readingPaused && control.isEmpty()) {
+                readingPaused = false;
+                readBuffer();
+              }
             }
 
             @Override
@@ -184,6 +193,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     @Override
     public void preStart() {
       scheduleOnce(HEAD_TIMER, limits.headTimeout());
+      append(firstBytes);
       readBuffer();
     }
 
@@ -192,7 +202,9 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
       if (HEAD_TIMER.equals(key) && state == State.HEAD) {
         finishWith(UpgradeRequest.refuse(408, "Request Timeout", "the upgrade request did not arrive in time").response());
       } else if (CLOSE_TIMER.equals(key)) {
-        completeStage(); // the client never answered our close frame
+        // The client neither answered our close frame nor took our last bytes: reset the
+        // connection (a graceful TCP close would wait for a reader that may never read).
+        failStage(new CloseTimedOut());
       }
     }
 
@@ -211,18 +223,40 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
       if (needMoreBytes && !isClosed(in) && !hasBeenPulled(in)) pull(in);
     }
 
+    private void append(ByteString chunk) {
+      if (state == State.HEAD && headLength < 0) scanForHeadEnd(chunk);
+      buffer = buffer.isEmpty() ? chunk : buffer.concat(chunk);
+    }
+
+    /**
+     * Looks for the empty line ending the head in the new bytes only: a head trickling in one
+     * byte per TCP segment costs no more than one arriving whole.
+     */
+    private void scanForHeadEnd(ByteString chunk) {
+      for (int i = 0; i < chunk.size(); i++) {
+        byte b = chunk.apply(i);
+        if (b == HEAD_END[headEndMatched]) {
+          headEndMatched++;
+        } else {
+          headEndMatched = b == '\r' ? 1 : 0;
+        }
+        if (headEndMatched == HEAD_END.length) {
+          headLength = headBytesScanned + i + 1;
+          return;
+        }
+      }
+      headBytesScanned += chunk.size();
+    }
+
     /** @return true when the head is not complete yet */
     private boolean readHead() {
-      int end = indexOfEmptyLine();
-      if (end < 0) {
-        if (buffer.size() > UpgradeRequest.MAX_HEAD_BYTES) {
-          finishWith(UpgradeRequest.refuse(431, "Request Header Fields Too Large", "request head too large").response());
-          return false;
-        }
-        return true;
+      if (headLength < 0 ? buffer.size() > UpgradeRequest.MAX_HEAD_BYTES : headLength > UpgradeRequest.MAX_HEAD_BYTES) {
+        finishWith(UpgradeRequest.refuse(431, "Request Header Fields Too Large", "request head too large").response());
+        return false;
       }
-      String head = buffer.slice(0, end).decodeString(StandardCharsets.ISO_8859_1);
-      buffer = buffer.drop(end + 4);
+      if (headLength < 0) return true;
+      String head = buffer.slice(0, headLength - HEAD_END.length).decodeString(StandardCharsets.ISO_8859_1);
+      buffer = buffer.drop(headLength);
       UpgradeRequest.Outcome outcome = UpgradeRequest.answer(head);
       if (!outcome.upgraded()) {
         finishWith(outcome.response());
@@ -241,20 +275,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
       ackTo = Adapter.toTyped(stageActor.ref());
       connection = starter.start(this, closeSignal, clientAddress(outcome));
       stageActor.watch(Adapter.toClassic(connection));
-      connection.tell(new Connection.StreamStarted(ackTo));
-      awaitingAck = true;
-      return false;
-    }
-
-    private int indexOfEmptyLine() {
-      int size = buffer.size();
-      for (int i = Math.max(0, headScanFrom - 3); i + 3 < size; i++) {
-        if (buffer.apply(i) == '\r' && buffer.apply(i + 1) == '\n' && buffer.apply(i + 2) == '\r' && buffer.apply(i + 3) == '\n') {
-          return i;
-        }
-      }
-      headScanFrom = size;
-      return -1;
+      return readFrames(); // frames the client sent right behind its upgrade request
     }
 
     private String clientAddress(UpgradeRequest.Outcome outcome) {
@@ -270,6 +291,14 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     /** @return true when a frame is incomplete and more bytes are needed */
     private boolean readFrames() {
       while (!awaitingAck && (state == State.OPEN || state == State.CLOSING)) {
+        if (!control.isEmpty()) {
+          readingPaused = true; // onPull reads on once TCP has taken them
+          return false;
+        }
+        if (discardingInput) {
+          buffer = ByteString.emptyByteString();
+          return true;
+        }
         if (skipBytes > 0) {
           int skipped = (int) Math.min(skipBytes, buffer.size());
           buffer = buffer.drop(skipped);
@@ -304,17 +333,19 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
         }
         int maskOffset = headerLength - 4;
 
-        if (!control && (discardingMessage || opcode == OP_BINARY || messageBytes + length > limits.maxFrameBytes())) {
+        // (Compared as a subtraction: a length claiming up to 2^63 - 1 bytes must not overflow.)
+        if (!control && (discardingMessage || opcode == OP_BINARY || length > limits.maxFrameBytes() - messageBytes)) {
           // Not kept: binary, or over the limit. Its payload is skipped as it arrives.
           buffer = buffer.drop(headerLength);
           skipBytes = length;
           startOrContinueMessage(opcode);
+          long total = saturatedSum(messageBytes, length);
           if (!discardingMessage) {
             discardingMessage = true;
             fragments = null;
-            if (messageOpcode == OP_TEXT) deliver(new ClientFrame.TooLarge(messageBytes + length));
+            if (messageOpcode == OP_TEXT) deliver(new ClientFrame.TooLarge(total));
           }
-          messageBytes += length;
+          messageBytes = total;
           if (fin) endDiscardedMessage();
           continue;
         }
@@ -365,16 +396,8 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     private void onTextMessage(byte[] utf8) {
       messageOpcode = -1;
       messageBytes = 0;
-      String text;
-      try {
-        text =
-            StandardCharsets.UTF_8
-                .newDecoder()
-                .onMalformedInput(CodingErrorAction.REPORT)
-                .onUnmappableCharacter(CodingErrorAction.REPORT)
-                .decode(ByteBuffer.wrap(utf8))
-                .toString();
-      } catch (CharacterCodingException e) {
+      String text = decodeUtf8(utf8, 0);
+      if (text == null) {
         protocolError(1007, "text frame is not valid UTF-8");
         return;
       }
@@ -400,6 +423,10 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
       }
       if (payload.length >= 2 && !isValidCloseCode(((payload[0] & 0xFF) << 8) | (payload[1] & 0xFF))) {
         protocolError(1002, "invalid close code");
+        return;
+      }
+      if (payload.length > 2 && decodeUtf8(payload, 2) == null) {
+        protocolError(1007, "close reason is not valid UTF-8");
         return;
       }
       if (state == State.CLOSING) {
@@ -431,16 +458,28 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
       }
     }
 
-    /** A violation of RFC 6455 by the client: the socket closes with {@code code}. */
+    /**
+     * A violation of RFC 6455 by the client: the socket closes with {@code code}. What the buffer
+     * holds after the faulty frame is dropped (its framing cannot be trusted), but reading goes
+     * on: the client's close frame, if it sends one, ends the connection at once rather than at
+     * the close timeout. A second violation while closing stops the parsing; the bytes are then
+     * discarded until the client closes or the close timeout resets the connection.
+     *
+     * @return true: more bytes are wanted
+     */
     private boolean protocolError(int code, String reason) {
-      closeSignal.set(code, reason);
       buffer = ByteString.emptyByteString();
+      skipBytes = 0;
+      fragments = null;
+      messageOpcode = -1;
+      discardingMessage = false;
       if (state == State.OPEN) {
+        closeSignal.set(code, reason);
         closeNow();
       } else {
-        completeStage();
+        discardingInput = true;
       }
-      return false;
+      return true;
     }
 
     // -------------------------------------------------------------------------------------------
@@ -510,6 +549,8 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     private void finishWith(ByteString last) {
       state = State.DONE;
       outboxClosed = true;
+      // If the client never reads these bytes, TCP cannot close after them: reset it then.
+      scheduleOnce(CLOSE_TIMER, limits.closeTimeout());
       // Nothing more is read, but the read side stays open: cancelling it would make TCP close
       // the connection at once, before these bytes are written. Completing the write side
       // closes the connection after them.
@@ -561,6 +602,34 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     }
   }
 
+  private static final byte[] HEAD_END = {'\r', '\n', '\r', '\n'};
+
+  /** The close handshake (or the last write) did not finish in time: the connection is reset. */
+  static final class CloseTimedOut extends RuntimeException {
+    CloseTimedOut() {
+      super("the WebSocket close did not complete in time", null, false, false);
+    }
+  }
+
+  private static long saturatedSum(long a, long b) {
+    long sum = a + b;
+    return sum < 0 ? Long.MAX_VALUE : sum;
+  }
+
+  /** The text, or null when {@code bytes} from {@code offset} on are not valid UTF-8. */
+  private static String decodeUtf8(byte[] bytes, int offset) {
+    try {
+      return StandardCharsets.UTF_8
+          .newDecoder()
+          .onMalformedInput(CodingErrorAction.REPORT)
+          .onUnmappableCharacter(CodingErrorAction.REPORT)
+          .decode(ByteBuffer.wrap(bytes, offset, bytes.length - offset))
+          .toString();
+    } catch (CharacterCodingException e) {
+      return null;
+    }
+  }
+
   /** Codes a close frame may carry (RFC 6455 section 7.4; 1012-1014 registered with IANA since). */
   static boolean isValidCloseCode(int code) {
     return (code >= 1000 && code <= 1014 && code != 1004 && code != 1005 && code != 1006)
@@ -604,13 +673,37 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
    */
   static String ipLiteral(String value) {
     if (value == null || value.isEmpty() || value.length() > 45) return null;
-    // With a ':' InetAddress parses an IPv6 literal (host names have none); an IPv4 literal is
-    // four dotted decimals. Anything else would be a name.
-    if (value.indexOf(':') < 0 && !value.matches("\\d{1,3}(\\.\\d{1,3}){3}")) return null;
+    if (value.indexOf(':') < 0) return ipv4Literal(value);
+    // InetAddress parses a string as an IPv6 literal only when it starts with a hex digit or a
+    // ':'; anything else it would look up as a host name. So only hex digits, ':' and '.' (an
+    // embedded IPv4 tail) pass to it, and it then parses without asking DNS.
+    if (Character.digit(value.charAt(0), 16) < 0 && value.charAt(0) != ':') return null;
+    for (int i = 0; i < value.length(); i++) {
+      char c = value.charAt(i);
+      if (Character.digit(c, 16) < 0 && c != ':' && c != '.') return null;
+    }
     try {
       return java.net.InetAddress.getByName(value).getHostAddress();
     } catch (java.net.UnknownHostException e) {
       return null;
     }
+  }
+
+  /** Four dotted decimals of 0-255 (no shortened or hex forms), normalized, or null. */
+  private static String ipv4Literal(String value) {
+    String[] parts = value.split("\\.", -1);
+    if (parts.length != 4) return null;
+    StringBuilder normalized = new StringBuilder(15);
+    for (String part : parts) {
+      if (part.isEmpty() || part.length() > 3) return null;
+      for (int i = 0; i < part.length(); i++) {
+        if (part.charAt(i) < '0' || part.charAt(i) > '9') return null;
+      }
+      int octet = Integer.parseInt(part);
+      if (octet > 255) return null;
+      if (normalized.length() > 0) normalized.append('.');
+      normalized.append(octet);
+    }
+    return normalized.toString();
   }
 }

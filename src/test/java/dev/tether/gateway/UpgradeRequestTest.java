@@ -54,6 +54,18 @@ class UpgradeRequestTest {
     assertNull(WebSocketStage.ipLiteral("cafe"));
     assertNull(WebSocketStage.ipLiteral("example.com"));
     assertNull(WebSocketStage.ipLiteral("unknown"));
+    // Only literals: anything InetAddress would look up in DNS is refused before it gets there.
+    assertEquals("10.0.0.1", WebSocketStage.ipLiteral("010.000.0.01"));
+    assertNull(WebSocketStage.ipLiteral("999.1.1.1"));
+    assertNull(WebSocketStage.ipLiteral("1.2.3"));
+    assertNull(WebSocketStage.ipLiteral("1.2.3.4.5"));
+    assertNull(WebSocketStage.ipLiteral("1..3.4"));
+    assertNull(WebSocketStage.ipLiteral("0x7f.0.0.1"));
+    assertNull(WebSocketStage.ipLiteral("evil.example:80"));
+    assertNull(WebSocketStage.ipLiteral("zz::1"));
+    assertNull(WebSocketStage.ipLiteral("fe80::1%eth0"));
+    assertNull(WebSocketStage.ipLiteral("[::1]"));
+    assertEquals("2001:db8:0:0:0:0:0:1", WebSocketStage.ipLiteral("2001:DB8::1"));
   }
 
   @Test

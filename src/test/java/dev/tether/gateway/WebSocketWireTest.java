@@ -282,6 +282,73 @@ class WebSocketWireTest {
   }
 
   /**
+   * 8'. A continuation claiming 2^63 - 1 bytes (the largest length the 64-bit form allows) is a
+   * message over the limit like any other: the length arithmetic must not overflow into a
+   * negative size that passes the check.
+   */
+  @Test
+  void aContinuationClaimingA63BitLengthIsTooLarge() {
+    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
+      ws.sendText(hello("wire-8b"));
+      expectWelcome(ws, "wire-8b");
+      byte[] start = frame(false, TEXT, "{\"type\":".getBytes(StandardCharsets.UTF_8), true, Length.MINIMAL);
+      byte[] hugeContinuation = {
+        (byte) 0x80, // FIN, continuation
+        (byte) (0x80 | 127), // masked, 64-bit length
+        0x7F, (byte) 0xFF, (byte) 0xFF, (byte) 0xFF, (byte) 0xFF, (byte) 0xFF, (byte) 0xFF, (byte) 0xFF,
+        1, 2, 3, 4 // the mask; no payload follows
+      };
+      ws.write(start, hugeContinuation);
+      expectError(ws, "frame-too-large");
+      Frame close = ws.readClose();
+      assertEquals(4003, close.closeCode(), () -> "close frame " + close);
+      // The server skips the claimed payload, so our close frame cannot reach it: it ends the
+      // connection at its close timeout (a reset is allowed: the client never took part).
+      ws.tryWrite(frame(CLOSE, RawWebSocket.closePayload(4003, "")));
+      assertNotEquals(End.TIMEOUT, ws.awaitEnd(Duration.ofSeconds(8)), "the server must end the connection");
+    }
+  }
+
+  /** 8''. A ping flood from a client that never reads stops being read: pongs do not pile up in memory. */
+  @Test
+  void pingsFromAClientThatNeverReadsAreNotReadWithoutBound() throws Exception {
+    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
+      ws.sendText(hello("wire-flood"));
+      expectWelcome(ws, "wire-flood");
+      byte[] ping = frame(PING, new byte[125]);
+      byte[] burst = new byte[ping.length * 500];
+      for (int i = 0; i < 500; i++) System.arraycopy(ping, 0, burst, i * ping.length, ping.length);
+      long limit = 1L << 30; // 1 GiB: what a server buffering every pong would read in seconds
+      java.util.concurrent.atomic.AtomicLong written = new java.util.concurrent.atomic.AtomicLong();
+      Thread writer =
+          new Thread(
+              () -> {
+                while (written.get() < limit && ws.tryWrite(burst)) written.addAndGet(burst.length);
+              });
+      writer.setDaemon(true);
+      writer.start();
+      // TCP's buffers fill both ways, then the server stops reading and our writes block.
+      long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+      long before = -1;
+      while (System.nanoTime() < deadline) {
+        Thread.sleep(1000);
+        long now = written.get();
+        if (now == before) break;
+        before = now;
+      }
+      long stalledAt = written.get();
+      Thread.sleep(1000);
+      assertEquals(stalledAt, written.get(), "the server must stop reading pings whose pongs cannot be written");
+      assertTrue(stalledAt < limit, () -> "the writer never blocked: " + stalledAt + " bytes of pings read");
+    }
+    // The gateway is unharmed: another client still gets its welcome.
+    try (RawWebSocket other = RawWebSocket.open(node.port())) {
+      other.sendText(hello("wire-after-flood"));
+      expectWelcome(other, "wire-after-flood");
+    }
+  }
+
+  /**
    * 9. RFC 6455, section 8.1: a text frame that is not valid UTF-8 fails the connection with 1007
    * (invalid frame payload data).
    */
@@ -314,6 +381,34 @@ class WebSocketWireTest {
       expectWelcome(ws, "wire-proto");
       ws.write(bytes);
       expectFailed(ws, 1002);
+    }
+  }
+
+  /** 9'. RFC 6455, section 5.5.1: a close reason that is not valid UTF-8 fails the connection with 1007. */
+  @Test
+  void closeWithAnInvalidUtf8ReasonFailsTheConnectionWith1007() {
+    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
+      ws.sendText(hello("wire-9b"));
+      expectWelcome(ws, "wire-9b");
+      ws.write(frame(CLOSE, new byte[] {0x03, (byte) 0xE8, (byte) 0xC3, 0x28}));
+      expectFailed(ws, 1007);
+    }
+  }
+
+  /** 9''. After a protocol error the server still reads: the client's close ends the connection at once. */
+  @Test
+  void afterAProtocolErrorTheClientsCloseEndsTheConnectionAtOnce() {
+    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
+      ws.sendText(hello("wire-9c"));
+      expectWelcome(ws, "wire-9c");
+      ws.write(frame(0x3, new byte[] {1})); // reserved opcode
+      Frame close = ws.readClose();
+      assertEquals(1002, close.closeCode(), () -> "close frame " + close);
+      long start = System.nanoTime();
+      ws.write(frame(CLOSE, RawWebSocket.closePayload(1002, "")));
+      assertEquals(End.EOF, ws.awaitEnd(Duration.ofSeconds(5)), "the server closes TCP after the close handshake");
+      long waited = System.nanoTime() - start;
+      assertTrue(waited < Duration.ofSeconds(2).toNanos(), () -> "closed only after " + waited / 1_000_000 + " ms: the close was not read");
     }
   }
 
@@ -444,6 +539,37 @@ class WebSocketWireTest {
     Map<String, String> post = new java.util.LinkedHashMap<>(RawWebSocket.upgradeHeaders(node.port(), RawWebSocket.newKey()));
     post.put("Content-Length", "0");
     assertClientError(answer("POST", "/ws", post));
+  }
+
+  /** 12e. A connection that never sends its request line is closed (by the handshake timeout). */
+  @Test
+  void aConnectionWithoutARequestLineIsClosed() {
+    try (RawWebSocket silent = RawWebSocket.connect(node.port())) {
+      silent.write("GET /w".getBytes(StandardCharsets.US_ASCII)); // and never the rest of the line
+      assertNotEquals(End.TIMEOUT, silent.awaitEnd(HANDSHAKE_TIMEOUT.plusSeconds(4)), "the gateway must close it");
+    }
+  }
+
+  /**
+   * 12f. The gateway chooses between WebSocket and HTTP once per connection, at its first request:
+   * an upgrade sent after an HTTP request on a kept-alive connection gets a 400 naming the rule,
+   * and the connection is closed so that a retry opens a new one.
+   */
+  @Test
+  void anUpgradeAfterAnHttpRequestOnTheSameConnectionIsRefused() {
+    try (RawWebSocket http = RawWebSocket.connect(node.port())) {
+      http.write(RawWebSocket.request("GET", "/health/alive", Map.of("Host", "127.0.0.1:" + node.port())));
+      HttpHead health = http.readHead();
+      assertEquals(200, health.status(), () -> "/health/alive: " + health);
+      http.readBody(health);
+      http.write(RawWebSocket.request("GET", "/ws", RawWebSocket.upgradeHeaders(node.port(), RawWebSocket.newKey())));
+      HttpHead refused = http.readHead();
+      assertEquals(400, refused.status(), () -> "upgrade on a reused connection: " + refused);
+      assertTrue(refused.headerHasToken("Connection", "close"), () -> "Connection: close missing in " + refused);
+      JsonNode body = json(new String(http.readBody(refused), StandardCharsets.UTF_8));
+      assertEquals("upgrade-not-first", body.path("error").asText(), () -> "body " + body);
+      assertEquals(End.EOF, http.awaitEnd(Duration.ofSeconds(5)), "the gateway closes the connection");
+    }
   }
 
   /** 12d. The same port still serves plain HTTP: health and the API. */
