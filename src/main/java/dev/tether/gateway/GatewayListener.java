@@ -5,6 +5,7 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.Optional;
 import java.util.concurrent.CompletionStage;
+import dev.tether.Asks;
 import org.apache.pekko.Done;
 import org.apache.pekko.NotUsed;
 import org.apache.pekko.actor.typed.ActorSystem;
@@ -90,8 +91,10 @@ public final class GatewayListener {
                           })
                       .watchTermination(Keep.right());
               // The slot of max-connections is free again when the connection has ended.
-              return incoming
-                  .handleWith(connection, materializer)
+              // (Asks.direct: pekko's CompletionStage would run this continuation on the JDK's
+              // async executor, which on 2 cores starts a new thread per task: one per closed
+              // connection, 180,000 of them in a reconnect storm of 15,000.)
+              return Asks.direct(incoming.handleWith(connection, materializer))
                   .exceptionally(failure -> Done.getInstance());
             })
         .to(Sink.ignore())

@@ -572,6 +572,32 @@ class WebSocketWireTest {
     }
   }
 
+  /**
+   * 12g. A connection's end costs no thread. The listener frees a connection slot when the
+   * connection ends; done through pekko's CompletionStage, that continuation ran on the JDK's
+   * async executor, which on a 2-core machine (as CI's) starts a new thread per task: one per
+   * closed socket, 180,000 in a storm of 15,000 (docs/BENCHMARKS.md, eighth session). (On a
+   * machine with more cores the JDK uses its common pool instead, and this cannot fail there.)
+   */
+  @Test
+  void closedConnectionsStartNoThreads() {
+    java.lang.management.ThreadMXBean threads = java.lang.management.ManagementFactory.getThreadMXBean();
+    int connections = 100;
+    Map<String, String> headers = Map.of("Host", "127.0.0.1:" + node.port(), "Connection", "close");
+    long startedBefore = threads.getTotalStartedThreadCount();
+    for (int i = 0; i < connections; i++) {
+      try (RawWebSocket http = RawWebSocket.connect(node.port())) {
+        http.write(RawWebSocket.request("GET", "/health/alive", headers));
+        HttpHead head = http.readHead();
+        assertEquals(200, head.status());
+        http.readBody(head);
+        assertEquals(End.EOF, http.awaitEnd(Duration.ofSeconds(5)));
+      }
+    }
+    long started = threads.getTotalStartedThreadCount() - startedBefore;
+    assertTrue(started < connections / 2, () -> started + " threads started for " + connections + " closed connections");
+  }
+
   /** 12d. The same port still serves plain HTTP: health and the API. */
   @Test
   void healthAndApiStillAnswerOnTheSamePort() {
