@@ -86,6 +86,19 @@ class WebSocketWireTest {
     assertEquals(user, welcome.path("user").asText(), () -> "welcome " + welcome);
   }
 
+  /** A socket upgraded and welcomed to a new session of {@code user}. */
+  private static RawWebSocket openWelcomed(String user) {
+    RawWebSocket ws = RawWebSocket.open(node.port());
+    try {
+      ws.sendText(hello(user));
+      expectWelcome(ws, user);
+      return ws;
+    } catch (RuntimeException | AssertionError failure) {
+      ws.close();
+      throw failure;
+    }
+  }
+
   /** A protocol-level ping is answered with a pong carrying its payload. */
   private static void expectProtocolPong(RawWebSocket ws, String payload) {
     byte[] bytes = payload.getBytes(StandardCharsets.UTF_8);
@@ -221,9 +234,7 @@ class WebSocketWireTest {
   /** 5. A protocol ping is answered with a pong carrying the same payload. */
   @Test
   void pingIsAnsweredWithPongCarryingItsPayload() {
-    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
-      ws.sendText(hello("wire-5"));
-      expectWelcome(ws, "wire-5");
+    try (RawWebSocket ws = openWelcomed("wire-5")) {
       expectProtocolPong(ws, "abc");
       expectProtocolPong(ws, "");
       // The session goes on: the protocol's own ping.
@@ -235,9 +246,7 @@ class WebSocketWireTest {
   /** 6. A binary frame gets `bad-frame`, and the session stays usable. */
   @Test
   void binaryFrameGetsBadFrameAndTheSessionGoesOn() {
-    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
-      ws.sendText(hello("wire-6"));
-      expectWelcome(ws, "wire-6");
+    try (RawWebSocket ws = openWelcomed("wire-6")) {
       ws.write(frame(BINARY, new byte[] {1, 2, 3}));
       expectError(ws, "bad-frame");
       expectProtocolPong(ws, "still-here");
@@ -261,9 +270,7 @@ class WebSocketWireTest {
   /** 8. A frame of max-frame-bytes is taken; one byte more gets `frame-too-large` and close 4003. */
   @Test
   void frameOverTheLimitGetsFrameTooLargeAndClose4003() {
-    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
-      ws.sendText(hello("wire-8"));
-      expectWelcome(ws, "wire-8");
+    try (RawWebSocket ws = openWelcomed("wire-8")) {
 
       String prefix = "{\"type\":\"ping\",\"pad\":\"";
       String suffix = "\"}";
@@ -288,9 +295,7 @@ class WebSocketWireTest {
    */
   @Test
   void aContinuationClaimingA63BitLengthIsTooLarge() {
-    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
-      ws.sendText(hello("wire-8b"));
-      expectWelcome(ws, "wire-8b");
+    try (RawWebSocket ws = openWelcomed("wire-8b")) {
       byte[] start = frame(false, TEXT, "{\"type\":".getBytes(StandardCharsets.UTF_8), true, Length.MINIMAL);
       byte[] hugeContinuation = {
         (byte) 0x80, // FIN, continuation
@@ -312,9 +317,7 @@ class WebSocketWireTest {
   /** 8''. A ping flood from a client that never reads stops being read: pongs do not pile up in memory. */
   @Test
   void pingsFromAClientThatNeverReadsAreNotReadWithoutBound() throws Exception {
-    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
-      ws.sendText(hello("wire-flood"));
-      expectWelcome(ws, "wire-flood");
+    try (RawWebSocket ws = openWelcomed("wire-flood")) {
       byte[] ping = frame(PING, new byte[125]);
       byte[] burst = new byte[ping.length * 500];
       for (int i = 0; i < 500; i++) System.arraycopy(ping, 0, burst, i * ping.length, ping.length);
@@ -354,9 +357,7 @@ class WebSocketWireTest {
    */
   @Test
   void invalidUtf8FailsTheConnectionWith1007() {
-    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
-      ws.sendText(hello("wire-9"));
-      expectWelcome(ws, "wire-9");
+    try (RawWebSocket ws = openWelcomed("wire-9")) {
       byte[] prefix = "{\"type\":\"ping\",\"x\":\"".getBytes(StandardCharsets.US_ASCII);
       byte[] invalid = {(byte) 0xC3, (byte) 0x28}; // a 2-byte lead byte, then no continuation byte
       byte[] suffix = "\"}".getBytes(StandardCharsets.US_ASCII);
@@ -376,9 +377,7 @@ class WebSocketWireTest {
   @ParameterizedTest(name = "{0}")
   @MethodSource("protocolErrors")
   void protocolErrorFailsTheConnectionWith1002(String what, byte[] bytes) {
-    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
-      ws.sendText(hello("wire-proto"));
-      expectWelcome(ws, "wire-proto");
+    try (RawWebSocket ws = openWelcomed("wire-proto")) {
       ws.write(bytes);
       expectFailed(ws, 1002);
     }
@@ -387,9 +386,7 @@ class WebSocketWireTest {
   /** 9'. RFC 6455, section 5.5.1: a close reason that is not valid UTF-8 fails the connection with 1007. */
   @Test
   void closeWithAnInvalidUtf8ReasonFailsTheConnectionWith1007() {
-    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
-      ws.sendText(hello("wire-9b"));
-      expectWelcome(ws, "wire-9b");
+    try (RawWebSocket ws = openWelcomed("wire-9b")) {
       ws.write(frame(CLOSE, new byte[] {0x03, (byte) 0xE8, (byte) 0xC3, 0x28}));
       expectFailed(ws, 1007);
     }
@@ -398,9 +395,7 @@ class WebSocketWireTest {
   /** 9''. After a protocol error the server still reads: the client's close ends the connection at once. */
   @Test
   void afterAProtocolErrorTheClientsCloseEndsTheConnectionAtOnce() {
-    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
-      ws.sendText(hello("wire-9c"));
-      expectWelcome(ws, "wire-9c");
+    try (RawWebSocket ws = openWelcomed("wire-9c")) {
       ws.write(frame(0x3, new byte[] {1})); // reserved opcode
       Frame close = ws.readClose();
       assertEquals(1002, close.closeCode(), () -> "close frame " + close);
@@ -442,9 +437,7 @@ class WebSocketWireTest {
   /** 10. The client closes: the server answers with a close frame, then closes TCP. */
   @Test
   void clientCloseIsAnsweredThenTcpClosed() {
-    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
-      ws.sendText(hello("wire-10"));
-      expectWelcome(ws, "wire-10");
+    try (RawWebSocket ws = openWelcomed("wire-10")) {
       ws.write(frame(CLOSE, RawWebSocket.closePayload(1000, "done")));
       Frame close = ws.readClose();
       assertEquals(1000, close.closeCode(), () -> "the server echoes the code: " + close);
