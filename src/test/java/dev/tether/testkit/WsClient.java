@@ -67,6 +67,20 @@ public final class WsClient implements AutoCloseable {
     return this;
   }
 
+  /**
+   * Like {@link #send}, for a flood the server may cut short: false when the socket's output is
+   * already closed (the server closed, and the client answered its close frame).
+   */
+  public boolean trySend(String json) {
+    try {
+      webSocket.sendText(json, true).join();
+      return true;
+    } catch (java.util.concurrent.CompletionException e) {
+      if (e.getCause() instanceof java.io.IOException) return false;
+      throw e;
+    }
+  }
+
   public WsClient sendBinary(byte[] bytes) {
     webSocket.sendBinary(ByteBuffer.wrap(bytes), true).join();
     return this;
