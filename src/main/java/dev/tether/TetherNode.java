@@ -8,6 +8,7 @@ import dev.tether.api.InspectionApi;
 import dev.tether.gateway.Authenticator;
 import dev.tether.gateway.FailedResumeLimiter;
 import dev.tether.gateway.GatewaySettings;
+import dev.tether.gateway.HandshakeAdmission;
 import dev.tether.gateway.LiveConnections;
 import dev.tether.gateway.Connection;
 import dev.tether.gateway.GatewayListener;
@@ -122,6 +123,8 @@ public final class TetherNode implements AutoCloseable {
         system, metrics, List.of(ClientProxy.ENTITY_TYPE_KEY, Membership.ENTITY_TYPE_KEY), Duration.ofSeconds(5));
 
     LiveConnections liveConnections = new LiveConnections();
+    HandshakeAdmission admission = new HandshakeAdmission(gatewaySettings.maxHandshakesInProgress());
+    metrics.watchAdmission(admission);
     var connectionDeps =
         new dev.tether.gateway.Connection.Dependencies(
             gatewaySettings,
@@ -130,7 +133,8 @@ public final class TetherNode implements AutoCloseable {
             store,
             metrics,
             new FailedResumeLimiter(gatewaySettings.failedResumeBurst(), gatewaySettings.failedResumesPerMinute()),
-            liveConnections);
+            liveConnections,
+            admission);
     BackendApi api =
         new BackendApi(
             system,
@@ -147,6 +151,7 @@ public final class TetherNode implements AutoCloseable {
                 config.getDuration("pekko.http.server.idle-timeout"),
                 api.route(),
                 dev.tether.gateway.WebSocketStage.Limits.from(gatewaySettings),
+                admission,
                 Connection.starter(system, connectionDeps))
             .toCompletableFuture()
             .join();

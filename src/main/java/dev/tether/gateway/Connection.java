@@ -11,6 +11,7 @@ import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Supplier;
 import dev.tether.telemetry.TelemetryInterceptor;
 import org.apache.pekko.actor.typed.ActorSystem;
 import org.apache.pekko.actor.typed.MailboxSelector;
@@ -33,8 +34,8 @@ import org.apache.pekko.stream.QueueOfferResult;
  * queue; a client that does not read fast enough overflows it and is closed with 4009, its
  * session keeping the messages for its resume.
  *
- * <p>Phases: awaiting the handshake → handshaking (waiting for the session) → attached →
- * closing.
+ * <p>Phases: awaiting the handshake → awaiting its turn ({@link HandshakeAdmission}, only on a
+ * busy node) → handshaking (waiting for the session) → attached → closing.
  */
 public final class Connection {
 
@@ -59,6 +60,16 @@ public final class Connection {
   }
 
   private enum SessionUnresponsive implements Command {
+    INSTANCE
+  }
+
+  /** {@link HandshakeAdmission}: this connection's turn to have its handshake worked on. */
+  enum Admitted implements Command {
+    INSTANCE
+  }
+
+  /** The handshake waited for its turn longer than the admission queue timeout. */
+  private enum AdmissionTimedOut implements Command {
     INSTANCE
   }
 
@@ -102,7 +113,8 @@ public final class Connection {
       SessionStore store,
       TetherMetrics metrics,
       FailedResumeLimiter failedResumes,
-      LiveConnections live) {}
+      LiveConnections live,
+      HandshakeAdmission admission) {}
 
   /**
    * How a socket that completed its upgrade gets its connection actor: a system actor (not a
@@ -144,6 +156,8 @@ public final class Connection {
   private final TetherMetrics metrics;
   private final FailedResumeLimiter failedResumes;
   private final LiveConnections live;
+  private final HandshakeAdmission admission;
+  private final HandshakeAdmission.Waiter admissionTurn; // this connection's place in the admission's line
   private final SocketOutbox out;
   private final CloseSignal closeSignal;
   private final String remote;
@@ -188,11 +202,14 @@ public final class Connection {
     this.metrics = deps.metrics();
     this.failedResumes = deps.failedResumes();
     this.live = deps.live();
+    this.admission = deps.admission();
     this.out = out;
     this.closeSignal = closeSignal;
     this.remote = remote;
     this.mdc = mdc;
     this.context = context;
+    ActorRef<Command> self = context.getSelf();
+    this.admissionTurn = () -> self.tell(Admitted.INSTANCE);
     this.timers = timers;
     this.stash = stash;
     this.sessionAdapter = context.messageAdapter(ToConnection.class, FromSession::new);
@@ -253,8 +270,7 @@ public final class Connection {
     if (user.isEmpty()) return authFailed();
     newSessionUser = user.get();
     newSessionReason = "new";
-    beginHandshake();
-    return openNewSession();
+    return beginHandshake(this::openNewSession);
   }
 
   private Behavior<Command> onResume(ClientFrame.Resume resume) {
@@ -272,20 +288,58 @@ public final class Connection {
     }
     // The user of the new session, should this resume not continue the old one.
     newSessionUser = claimedUser != null ? claimedUser : authenticator.devMode() ? ANONYMOUS : null;
-    beginHandshake();
     sessionId = resume.sessionId();
     resumeToken = resume.resumeToken();
     mdc.set(Map.of("sessionId", sessionId));
-    sendHandshake(
-        new ClientProxy.Resume(claimedUser, ClientProxy.hashToken(resume.resumeToken()), resume.lastSeq(), sessionAdapter));
-    return handshaking();
+    ClientProxy.Command command =
+        new ClientProxy.Resume(claimedUser, ClientProxy.hashToken(resume.resumeToken()), resume.lastSeq(), sessionAdapter);
+    return beginHandshake(
+        () -> {
+          sendHandshake(command);
+          return handshaking();
+        });
   }
 
-  private void beginHandshake() {
+  /**
+   * The client has sent its handshake: the server's part starts when {@link HandshakeAdmission}
+   * gives it a turn (at once, unless the node is busy with many handshakes).
+   */
+  private Behavior<Command> beginHandshake(Supplier<Behavior<Command>> askSession) {
     timers.cancel(HandshakeTimedOut.INSTANCE);
-    handshakeStartedNanos = System.nanoTime();
+    handshakeStartedNanos = System.nanoTime(); // the latency clients see includes the wait
+    if (admission.enter(admissionTurn)) return admitted(askSession);
+    timers.startSingleTimer(AdmissionTimedOut.INSTANCE, settings.handshakeQueueTimeout());
+    return awaitingAdmission(askSession);
+  }
+
+  private Behavior<Command> admitted(Supplier<Behavior<Command>> askSession) {
     // The session answers within the ask timeout unless the cluster is in trouble.
     timers.startSingleTimer(SessionUnresponsive.INSTANCE, settings.askTimeout().multipliedBy(2));
+    return askSession.get();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Phase 1b: the handshake waits for its turn; client frames wait in the bounded stash
+
+  private Behavior<Command> awaitingAdmission(Supplier<Behavior<Command>> askSession) {
+    return Behaviors.receive(Command.class)
+        .onMessageEquals(
+            Admitted.INSTANCE,
+            () -> {
+              timers.cancel(AdmissionTimedOut.INSTANCE);
+              return admitted(askSession);
+            })
+        .onMessageEquals(AdmissionTimedOut.INSTANCE, this::onAdmissionTimedOut)
+        .onMessage(FrameReceived.class, this::onFrameDuringHandshake)
+        .onMessage(StreamEnded.class, m -> stopped())
+        .onMessageEquals(ServerStopping.INSTANCE, () -> close(1012, "server stopping, resume to continue"))
+        .onSignal(PostStop.class, s -> onPostStop())
+        .build();
+  }
+
+  private Behavior<Command> onAdmissionTimedOut() {
+    admission.refusedBusy();
+    return close(1013, "server busy, try again later");
   }
 
   private Behavior<Command> openNewSession() {
@@ -396,6 +450,7 @@ public final class Connection {
   }
 
   private Behavior<Command> onWelcome(ToConnection.Welcome welcome) {
+    admission.leave(admissionTurn);
     timers.cancel(SessionUnresponsive.INSTANCE);
     timers.cancel(RetryHandshake.INSTANCE);
     handshakeCommand = null;
@@ -582,6 +637,7 @@ public final class Connection {
   }
 
   private Behavior<Command> close(int code, String reason) {
+    admission.leave(admissionTurn);
     if (closing != null) return closing;
     closeSignal.set(code, reason);
     if (code != 1000 && code != 4002 && code != 4004) releaseSession();
@@ -627,6 +683,7 @@ public final class Connection {
         .onMessage(FromSession.class, this::onSessionWhileClosing)
         .onMessage(StreamEnded.class, m -> stopped())
         .onMessageEquals(CloseStalled.INSTANCE, this::stopped)
+        .onMessageEquals(Admitted.INSTANCE, Behaviors::same) // a turn granted as it closed: given back already
         .onSignal(PostStop.class, s -> onPostStop())
         .build();
   }
@@ -644,6 +701,7 @@ public final class Connection {
    * {@link #RELEASE_WAIT}) for the session's Released, sent once it stopped watching.
    */
   private Behavior<Command> stopped() {
+    admission.leave(admissionTurn);
     releaseSession();
     metrics.connectionClosed();
     // (Nobody watches us when the incarnation we knew stopped: the next one has no connection.)
@@ -664,6 +722,7 @@ public final class Connection {
   /** However the actor stops (also by a failure), it is no longer an open connection. */
   private Behavior<Command> onPostStop() {
     live.remove(context.getSelf());
+    admission.leave(admissionTurn);
     return Behaviors.same();
   }
 

@@ -61,6 +61,7 @@ public final class GatewayListener {
       Duration idleTimeout,
       Route route,
       WebSocketStage.Limits webSocketLimits,
+      HandshakeAdmission admission,
       WebSocketStage.ConnectionStarter webSockets) {
     ServerSettings httpSettings = ServerSettings.create(system.settings().config());
     LoggingAdapter log = Logging.getLogger(system.classicSystem(), GatewayListener.class);
@@ -83,7 +84,7 @@ public final class GatewayListener {
                             ByteString firstBytes = first.iterator().next();
                             if (isWebSocketRequest(firstBytes)) {
                               return Flow.fromGraph(
-                                  new WebSocketStage(firstBytes, address(peer), webSocketLimits, webSockets));
+                                  new WebSocketStage(firstBytes, address(peer), webSocketLimits, admission, webSockets));
                             }
                             return Flow.of(ByteString.class)
                                 .prepend(Source.single(firstBytes))

@@ -24,7 +24,9 @@ public record GatewaySettings(
     int failedResumesPerMinute,
     long outgoingBufferBytes,
     boolean trustForwardedFor,
-    int maxBatchMessages) {
+    int maxBatchMessages,
+    int maxHandshakesInProgress,
+    Duration handshakeQueueTimeout) {
 
   public enum AuthMode {
     DEV,
@@ -62,7 +64,9 @@ public record GatewaySettings(
         g.getInt("limits.failed-resumes-per-minute"),
         g.getBytes("limits.outgoing-buffer-bytes"),
         g.getBoolean("trust-forwarded-for"),
-        maxBatchMessages(g));
+        maxBatchMessages(g),
+        g.getInt("admission.max-in-progress"),
+        g.getDuration("admission.queue-timeout"));
   }
 
   /**

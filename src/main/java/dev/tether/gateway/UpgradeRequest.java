@@ -80,6 +80,12 @@ final class UpgradeRequest {
     return refuse(status, statusText, message, "");
   }
 
+  /** The node has too many handshakes in progress and this one waited too long for its turn. */
+  static Outcome busy() {
+    return refuse(
+        503, "Service Unavailable", "server busy: too many handshakes in progress; retry shortly", "Retry-After: 1\r\n");
+  }
+
   private static Outcome refuse(int status, String statusText, String message, String extraHeaders) {
     byte[] body = message.getBytes(StandardCharsets.UTF_8);
     String response =

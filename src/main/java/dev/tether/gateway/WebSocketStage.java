@@ -53,14 +53,21 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
   }
 
   /** What the stage needs from the gateway's settings. */
-  public record Limits(int maxFrameBytes, int outgoingBuffer, boolean trustForwardedFor, Duration headTimeout, Duration closeTimeout) {
+  public record Limits(
+      int maxFrameBytes,
+      int outgoingBuffer,
+      boolean trustForwardedFor,
+      Duration headTimeout,
+      Duration closeTimeout,
+      Duration turnTimeout) {
     public static Limits from(GatewaySettings settings) {
       return new Limits(
           settings.maxFrameBytes(),
           settings.outgoingBuffer(),
           settings.trustForwardedFor(),
           settings.handshakeTimeout(),
-          Duration.ofSeconds(3));
+          Duration.ofSeconds(3),
+          settings.handshakeQueueTimeout());
     }
   }
 
@@ -80,16 +87,19 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
   private final ByteString firstBytes;
   private final String peer;
   private final Limits limits;
+  private final HandshakeAdmission admission;
   private final ConnectionStarter starter;
 
   /**
    * @param firstBytes what was already read from the socket to choose this stage
    * @param peer the TCP peer's address
    */
-  WebSocketStage(ByteString firstBytes, String peer, Limits limits, ConnectionStarter starter) {
+  WebSocketStage(
+      ByteString firstBytes, String peer, Limits limits, HandshakeAdmission admission, ConnectionStarter starter) {
     this.firstBytes = firstBytes;
     this.peer = peer;
     this.limits = limits;
+    this.admission = admission;
     this.starter = starter;
   }
 
@@ -115,6 +125,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
   }
 
   private static final String HEAD_TIMER = "head";
+  private static final String TURN_TIMER = "turn";
   private static final String CLOSE_TIMER = "close";
 
   private final class Logic extends TimerGraphStageLogic implements SocketOutbox {
@@ -147,6 +158,13 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     private volatile int closeRequest; // 0 none, 1 after the queued frames, 2 now
     private volatile boolean outboxClosed;
     private final AsyncCallback<Object> wakeup = createAsyncCallback(ignored -> onOutboxChanged());
+
+    // The upgrade's turn (HandshakeAdmission): taken once the request head is complete, given
+    // back once the 101 is queued and the connection actor started.
+    private final AsyncCallback<Object> turnCame = createAsyncCallback(ignored -> onTurn());
+    private final HandshakeAdmission.Waiter upgradeTurn = () -> turnCame.invoke(null);
+    private boolean waitingForTurn;
+    private boolean hasTurn;
 
     Logic() {
       super(shape);
@@ -199,7 +217,12 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
 
     @Override
     public void onTimer(Object key) {
-      if (HEAD_TIMER.equals(key) && state == State.HEAD) {
+      if (TURN_TIMER.equals(key) && waitingForTurn) {
+        waitingForTurn = false;
+        admission.leave(upgradeTurn);
+        admission.refusedBusy();
+        finishWith(UpgradeRequest.busy().response());
+      } else if (HEAD_TIMER.equals(key) && state == State.HEAD) {
         finishWith(UpgradeRequest.refuse(408, "Request Timeout", "the upgrade request did not arrive in time").response());
       } else if (CLOSE_TIMER.equals(key)) {
         // The client neither answered our close frame nor took our last bytes: reset the
@@ -210,6 +233,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
 
     @Override
     public void postStop() {
+      admission.leave(upgradeTurn); // whether it holds the turn, waits for it, or neither
       outboxClosed = true;
       if (connection != null) connection.tell(new Connection.StreamEnded());
     }
@@ -248,17 +272,19 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
       headBytesScanned += chunk.size();
     }
 
-    /** @return true when the head is not complete yet */
+    /** @return true when a read is wanted: the head is not complete yet (or see {@link #awaitTurn}) */
     private boolean readHead() {
       if (headLength < 0 ? buffer.size() > UpgradeRequest.MAX_HEAD_BYTES : headLength > UpgradeRequest.MAX_HEAD_BYTES) {
         finishWith(UpgradeRequest.refuse(431, "Request Header Fields Too Large", "request head too large").response());
         return false;
       }
       if (headLength < 0) return true;
+      if (!hasTurn) return awaitTurn();
       String head = buffer.slice(0, headLength - HEAD_END.length).decodeString(StandardCharsets.ISO_8859_1);
       buffer = buffer.drop(headLength);
       UpgradeRequest.Outcome outcome = UpgradeRequest.answer(head);
       if (!outcome.upgraded()) {
+        admission.leave(upgradeTurn);
         finishWith(outcome.response());
         return false;
       }
@@ -275,7 +301,39 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
       ackTo = Adapter.toTyped(stageActor.ref());
       connection = starter.start(this, closeSignal, clientAddress(outcome));
       stageActor.watch(Adapter.toClassic(connection));
+      admission.leave(upgradeTurn); // the rest waits for the client's hello, which holds no turn
       return readFrames(); // frames the client sent right behind its upgrade request
+    }
+
+    /**
+     * The head is complete: the client's part is done, so its deadline no longer runs. The
+     * upgrade waits for its turn (at most the turn timeout), reading nothing more than the next
+     * bytes, which is how a client that gives up while waiting is noticed.
+     *
+     * @return true when a read is wanted
+     */
+    private boolean awaitTurn() {
+      if (!waitingForTurn) {
+        cancelTimer(HEAD_TIMER);
+        if (admission.enter(upgradeTurn)) {
+          hasTurn = true;
+          return readHead();
+        }
+        waitingForTurn = true;
+        scheduleOnce(TURN_TIMER, limits.turnTimeout());
+      }
+      return buffer.size() == headLength; // nothing beyond the head buffered yet
+    }
+
+    private void onTurn() {
+      if (!waitingForTurn) {
+        admission.leave(upgradeTurn); // refused meanwhile (turn timeout): not wanted any more
+        return;
+      }
+      waitingForTurn = false;
+      hasTurn = true;
+      cancelTimer(TURN_TIMER);
+      readBuffer();
     }
 
     private String clientAddress(UpgradeRequest.Outcome outcome) {

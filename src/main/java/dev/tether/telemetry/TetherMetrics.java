@@ -1,5 +1,6 @@
 package dev.tether.telemetry;
 
+import dev.tether.gateway.HandshakeAdmission;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.DistributionSummary;
 import io.micrometer.core.instrument.FunctionCounter;
@@ -17,6 +18,7 @@ import java.util.List;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Supplier;
 
 /**
  * The gateway's Prometheus metrics (served at {@code GET /metrics}). Names follow Prometheus
@@ -102,14 +104,9 @@ public final class TetherMetrics {
             .maximumExpectedValue(Duration.ofSeconds(10))
             .register(registry);
 
-    Gauge.builder("tether_sessions", sessionsAttached, AtomicLong::get)
-        .tag("state", "attached")
-        .description("live sessions hosted on this node, by state")
-        .register(registry);
-    Gauge.builder("tether_sessions", sessionsDetached, AtomicLong::get)
-        .tag("state", "detached")
-        .description("live sessions hosted on this node, by state")
-        .register(registry);
+    String sessionsByState = "live sessions hosted on this node, by state";
+    stateGauge("tether_sessions", "attached", sessionsByState, sessionsAttached::get);
+    stateGauge("tether_sessions", "detached", sessionsByState, sessionsDetached::get);
     takeovers = Counter.builder("tether_takeovers").description("resumes that took a session from a live socket").register(registry);
     expiries = Counter.builder("tether_expiries").description("sessions ended by grace expiry").register(registry);
     passivations =
@@ -282,15 +279,34 @@ public final class TetherMetrics {
   private Counter handshakeFailures(String reason) {
     return Counter.builder("tether_handshake_failures")
         .tag("reason", reason)
-        .description(
-            "sockets closed before their welcome: timeout = no hello/resume within handshake-timeout (4001),"
-                + " session-unavailable = the session did not answer within 2 x ask-timeout (1011)")
+        .description(HANDSHAKE_FAILURES)
         .register(registry);
   }
+
+  private static final String HANDSHAKE_FAILURES =
+      "sockets closed before their welcome: timeout = no hello/resume within handshake-timeout (4001),"
+          + " session-unavailable = the session did not answer within 2 x ask-timeout (1011),"
+          + " busy = waited longer than admission.queue-timeout for its turn (upgrade: 503, hello/resume: 1013)";
 
   /** No {@code hello} or {@code resume} within the handshake timeout: closed 4001. */
   public void handshakeTimedOut() {
     handshakeTimeouts.increment();
+  }
+
+  private void stateGauge(String name, String state, String description, Supplier<Number> value) {
+    Gauge.builder(name, value).tag("state", state).description(description).register(registry);
+  }
+
+  /** Reports how many handshakes the node works on and how many wait their turn. */
+  public void watchAdmission(HandshakeAdmission admission) {
+    String handshakesByState = "WebSocket handshake steps (upgrade; hello/resume to welcome) worked on, or waiting their turn";
+    stateGauge("tether_handshakes", "in-progress", handshakesByState, admission::inProgress);
+    stateGauge("tether_handshakes", "waiting", handshakesByState, admission::waiting);
+    // Counted by the admission itself: the WebSocket stage (503) and the connection actor (1013) both turn clients away.
+    FunctionCounter.builder("tether_handshake_failures", admission, HandshakeAdmission::refusedBusyCount)
+        .tag("reason", "busy")
+        .description(HANDSHAKE_FAILURES)
+        .register(registry);
   }
 
   /** The session did not answer the handshake in time: closed 1011. */
