@@ -71,7 +71,7 @@ public final class Bench {
     d.put("quiet-wait-min", "60");
     d.put("tether-jar", "target/tether-under-test.jar");
     d.put("tether-java-opts", "");
-    d.put("client", "jdk"); // jdk | raw (lean NIO clients; density against Tether only)
+    d.put("client", "jdk"); // jdk | raw (lean NIO clients; density and storm against Tether only)
     d.put("nodes", "1"); // Tether only: gateway processes in one cluster, sharing node 1's embedded PostgreSQL
     d.put("event-timeout-s", "900"); // how long the driver waits for each worker barrier (raise for 100k sessions)
     d.put("node-opts", "");

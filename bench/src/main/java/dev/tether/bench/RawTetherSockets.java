@@ -9,23 +9,35 @@ import java.nio.channels.Selector;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
+import java.util.PriorityQueue;
+import java.util.Queue;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
- * Lean idle Tether clients for the density scenario at cluster scale (`--client raw`): N WebSockets
+ * Lean idle Tether clients for the density and storm scenarios (`--client raw`): N WebSockets
  * on one selector thread, each doing only what an idle client does — the HTTP upgrade, {@code
  * hello}, wait for {@code welcome}, a {@code ping} every heartbeat interval, a pong to a protocol
  * ping. A few hundred bytes of heap per socket instead of the JDK {@code HttpClient}'s ~35 KB, so
- * 100,000 sockets fit on one machine next to the servers. No resume, no message tracking: the
- * other scenarios use {@link Conn}.
+ * 100,000 sockets fit on one machine next to the servers, and a reconnect storm costs the
+ * generator a fraction of the CPU the server needs ({@link #storm}: every socket reset at once,
+ * then resumed with the SDKs' backoff and deadline). No message tracking: the other scenarios
+ * use {@link Conn}.
  */
 final class RawTetherSockets {
   private static final int CONNECTING = 0, UPGRADING = 1, HANDSHAKING = 2, READY = 3, CLOSED = 4;
+  /** Storm: dropped, its next attempt not yet due. */
+  private static final int WAITING = 5;
+  private static final byte[] SESSION_ID = "\"sessionId\":\"".getBytes(StandardCharsets.US_ASCII);
+  private static final byte[] RESUME_TOKEN = "\"resumeToken\":\"".getBytes(StandardCharsets.US_ASCII);
+  private static final byte[] RESUMED = "\"resumed\":true".getBytes(StandardCharsets.US_ASCII);
   private static final byte[] PING = "{\"type\":\"ping\"}".getBytes(StandardCharsets.UTF_8);
   private static final byte[] END_OF_HEAD = "\r\n\r\n".getBytes(StandardCharsets.US_ASCII);
   private static final byte[] WELCOME = "\"welcome\"".getBytes(StandardCharsets.US_ASCII);
@@ -49,6 +61,20 @@ final class RawTetherSockets {
   final Map<Integer, AtomicLong> closeCodes = new ConcurrentHashMap<>();
   private volatile boolean stopping;
 
+  // The storm, driven on the loop thread once requested.
+  private volatile boolean stormRequested;
+  private long stormStartNanos;
+  private int backoffInitialMs;
+  private int backoffMaxMs;
+  private long attemptDeadlineNanos;
+  private final PriorityQueue<Sock> due = new PriorityQueue<>(Comparator.comparingLong((Sock s) -> s.nextAttemptNanos));
+  /** Milliseconds from the drop to the welcome, of the sessions resumed and of those that got a new session. */
+  final Queue<Long> resumedMs = new ConcurrentLinkedQueue<>();
+  final Queue<Long> newSessionMs = new ConcurrentLinkedQueue<>();
+  /** Storm attempts given up by the client (no welcome within the deadline). */
+  final AtomicLong attemptTimeouts = new AtomicLong();
+  final AtomicLong attempts = new AtomicLong();
+
   /** One client: its channel, where its handshake is, and input carried over between reads. */
   private final class Sock {
     final String user;
@@ -57,6 +83,12 @@ final class RawTetherSockets {
     byte[] carry; // bytes of an incomplete HTTP response or frame
     ByteBuffer unwritten; // output the socket did not take at once
     long lastPingNanos;
+    String sessionId;
+    String resumeToken;
+    boolean resuming; // dropped by the storm and not welcomed back yet
+    int failedAttempts;
+    long attemptStartNanos;
+    long nextAttemptNanos;
 
     Sock(String user) {
       this.user = user;
@@ -91,12 +123,80 @@ final class RawTetherSockets {
     selector.wakeup();
   }
 
+  /**
+   * Resets every open socket at once (no close frame), then each client resumes as the SDKs do:
+   * first attempt after a random delay below {@code backoffInitialMs}, an attempt given up after
+   * {@code attemptDeadlineMs} without a welcome, the next after a random delay below
+   * min(backoffMaxMs, backoffInitialMs * 2^failures).
+   */
+  void storm(int backoffInitialMs, int backoffMaxMs, int attemptDeadlineMs) {
+    this.backoffInitialMs = backoffInitialMs;
+    this.backoffMaxMs = backoffMaxMs;
+    this.attemptDeadlineNanos = TimeUnit.MILLISECONDS.toNanos(attemptDeadlineMs);
+    stormRequested = true;
+    selector.wakeup();
+  }
+
+  /** Sessions welcomed back since the storm, resumed or not. */
+  int stormSettled() {
+    return resumedMs.size() + newSessionMs.size();
+  }
+
+  private void dropAll() {
+    stormRequested = false;
+    stormStartNanos = System.nanoTime();
+    for (Sock s : socks) {
+      if (s.state != READY) continue;
+      reset(s);
+      ready.decrementAndGet();
+      s.resuming = true;
+      s.failedAttempts = 0;
+      scheduleAttempt(s, backoffInitialMs);
+    }
+  }
+
+  private void scheduleAttempt(Sock s, long maxDelayMs) {
+    s.state = WAITING;
+    s.nextAttemptNanos = System.nanoTime() + (long) (ThreadLocalRandom.current().nextDouble() * TimeUnit.MILLISECONDS.toNanos(maxDelayMs));
+    due.add(s);
+  }
+
+  /** A storm attempt failed (closed, reset, or past its deadline): the next one after a backoff. */
+  private void retry(Sock s) {
+    reset(s);
+    s.failedAttempts++;
+    scheduleAttempt(s, Math.min(backoffMaxMs, (long) (backoffInitialMs * Math.pow(2, s.failedAttempts))));
+  }
+
+  /** Closes the socket with a TCP reset, as a client that lost its network does. */
+  private void reset(Sock s) {
+    try {
+      s.channel.setOption(StandardSocketOptions.SO_LINGER, 0);
+      s.channel.close();
+    } catch (IOException ignored) {
+      // gone anyway
+    }
+    s.carry = null;
+    s.unwritten = null;
+  }
+
+  private void startDueAttempts(long now) {
+    while (!due.isEmpty() && due.peek().nextAttemptNanos <= now) {
+      Sock s = due.poll();
+      s.attemptStartNanos = now;
+      attempts.incrementAndGet();
+      connect(s);
+    }
+  }
+
   private void loop() {
     long lastHeartbeatScan = System.nanoTime();
     try {
       while (!stopping) {
         while (inFlight < connectConcurrency && nextToOpen < socks.size()) open(socks.get(nextToOpen++));
-        selector.select(100);
+        if (stormRequested) dropAll();
+        startDueAttempts(System.nanoTime());
+        selector.select(due.isEmpty() ? 100 : 10);
         for (SelectionKey key : selector.selectedKeys()) {
           Sock s = (Sock) key.attachment();
           try {
@@ -115,6 +215,9 @@ final class RawTetherSockets {
             if (s.state == READY && now - s.lastPingNanos >= heartbeatNanos) {
               s.lastPingNanos = now;
               sendText(s, PING);
+            } else if (s.resuming && s.state != WAITING && now - s.attemptStartNanos >= attemptDeadlineNanos) {
+              attemptTimeouts.incrementAndGet();
+              retry(s);
             }
           }
         }
@@ -134,6 +237,11 @@ final class RawTetherSockets {
 
   private void open(Sock s) {
     inFlight++;
+    connect(s);
+  }
+
+  private void connect(Sock s) {
+    s.state = CONNECTING;
     try {
       s.channel = SocketChannel.open();
       s.channel.configureBlocking(false);
@@ -141,7 +249,11 @@ final class RawTetherSockets {
       s.channel.connect(new InetSocketAddress(host, port));
       s.channel.register(selector, SelectionKey.OP_CONNECT, s);
     } catch (IOException e) {
-      handshakeFailed(s);
+      if (s.resuming) {
+        retry(s);
+      } else {
+        handshakeFailed(s);
+      }
     }
   }
 
@@ -183,11 +295,15 @@ final class RawTetherSockets {
       }
       String head = new String(input, 0, end, StandardCharsets.US_ASCII);
       if (!head.startsWith("HTTP/1.1 101")) {
-        close(s, -1);
+        close(s, head.startsWith("HTTP/1.1 503") ? 503 : -1); // 503: the server's handshake queue was full
         return;
       }
       s.state = HANDSHAKING;
-      sendText(s, ("{\"type\":\"hello\",\"user\":\"" + s.user + "\",\"client\":\"tether-bench-raw/0.1\"}").getBytes(StandardCharsets.UTF_8));
+      String handshake =
+          s.resuming
+              ? "{\"type\":\"resume\",\"sessionId\":\"" + s.sessionId + "\",\"resumeToken\":\"" + s.resumeToken + "\",\"lastSeq\":0}"
+              : "{\"type\":\"hello\",\"user\":\"" + s.user + "\",\"client\":\"tether-bench-raw/0.1\"}";
+      sendText(s, handshake.getBytes(StandardCharsets.UTF_8));
       pos = end + 4;
     }
     while (pos < input.length && s.state != CLOSED) {
@@ -224,8 +340,16 @@ final class RawTetherSockets {
           s.state = READY;
           s.lastPingNanos = System.nanoTime();
           ready.incrementAndGet();
-          settled.incrementAndGet();
-          inFlight--;
+          if (s.resuming) {
+            s.resuming = false;
+            long ms = TimeUnit.NANOSECONDS.toMillis(s.lastPingNanos - stormStartNanos);
+            (indexOf(in, start, start + (int) len, RESUMED) >= 0 ? resumedMs : newSessionMs).add(ms);
+          } else {
+            settled.incrementAndGet();
+            inFlight--;
+          }
+          s.sessionId = jsonString(in, start, start + (int) len, SESSION_ID);
+          s.resumeToken = jsonString(in, start, start + (int) len, RESUME_TOKEN);
         }
       }
       case 8 -> close(s, len >= 2 ? ((in[start] & 0xff) << 8) | (in[start + 1] & 0xff) : 1005);
@@ -284,8 +408,12 @@ final class RawTetherSockets {
   }
 
   private void close(Sock s, int code) {
-    if (s.state == CLOSED) return;
+    if (s.state == CLOSED || s.state == WAITING) return;
     closeCodes.computeIfAbsent(code, c -> new AtomicLong()).incrementAndGet();
+    if (s.resuming && !stopping) {
+      retry(s);
+      return;
+    }
     if (s.state == READY) {
       unexpectedDrops.incrementAndGet();
       ready.decrementAndGet();
@@ -305,6 +433,16 @@ final class RawTetherSockets {
     failed.incrementAndGet();
     settled.incrementAndGet();
     inFlight--;
+  }
+
+  /** The value of the JSON string field whose {@code "name":"} is {@code key}, in {@code in[from, to)}; null if absent. */
+  private static String jsonString(byte[] in, int from, int to, byte[] key) {
+    int at = indexOf(in, from, to, key);
+    if (at < 0) return null;
+    int start = at + key.length;
+    int end = start;
+    while (end < to && in[end] != '"') end++;
+    return new String(in, start, end - start, StandardCharsets.UTF_8);
   }
 
   /** Where {@code what} first starts in {@code in[from, to)}, or -1. */

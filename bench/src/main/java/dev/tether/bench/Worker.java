@@ -113,6 +113,8 @@ public final class Worker {
   volatile long windowStart = Long.MAX_VALUE;
   volatile long windowEnd = Long.MIN_VALUE;
   volatile long stormT0;
+  /** Sessions of a --client raw storm (there are no {@link Conn}s then). */
+  private int rawSessions;
   volatile boolean recordReady;
   volatile boolean recordCatchUp;
   final Map<String, Object> extra = new LinkedHashMap<>();
@@ -155,10 +157,14 @@ public final class Worker {
 
   void run() throws Exception {
     if ("raw".equals(cfg.client)) {
-      if (!"density".equals(cfg.scenario) || !"tether".equals(cfg.server)) {
-        throw new IllegalArgumentException("--client raw runs the density scenario against Tether only");
+      if (!List.of("density", "storm").contains(cfg.scenario) || !"tether".equals(cfg.server)) {
+        throw new IllegalArgumentException("--client raw runs the density and storm scenarios against Tether only");
       }
-      densityRaw();
+      if ("storm".equals(cfg.scenario)) {
+        stormRaw();
+      } else {
+        densityRaw();
+      }
       result();
       return;
     }
@@ -246,6 +252,34 @@ public final class Worker {
     event("connected", Map.of("connected", ok, "ms", ms));
     awaitGo();
     extra.put("readyAtEnd", raw.ready.get());
+    unexpectedDrops.addAndGet(raw.unexpectedDrops.get());
+    raw.closeCodes.forEach((code, count) -> closeCodes.computeIfAbsent(code, c -> new AtomicLong()).addAndGet(count.get()));
+    raw.closeAll();
+  }
+
+  /**
+   * storm with {@link RawTetherSockets}: the generator's own cost per reconnect is small, so the
+   * time measured is the server's. No priming message and no post-check (the lean clients track
+   * no messages); the sessions' resumption is what is measured.
+   */
+  private void stormRaw() throws Exception {
+    RawTetherSockets raw = new RawTetherSockets(cfg.host, cfg.port, cfg.connectConcurrency, 15_000);
+    raw.start(cfg.n, "u" + cfg.workerId + "-");
+    int ok = raw.awaitHandshakes(TimeUnit.MINUTES.toMillis(30));
+    extra.put("connected", ok);
+    rawSessions = ok;
+    event("ready", Map.of("connected", ok));
+    awaitGo();
+    stormT0 = System.nanoTime();
+    raw.storm(cfg.backoffInitialMs, cfg.backoffMaxMs, cfg.connectTimeoutMs + cfg.handshakeTimeoutMs);
+    long deadline = stormT0 + TimeUnit.SECONDS.toNanos(cfg.stormTimeoutS);
+    while (System.nanoTime() < deadline && raw.stormSettled() < ok) Thread.sleep(20);
+    extra.put("readyAfterStorm", raw.ready.get());
+    extra.put("stormAttempts", raw.attempts.get());
+    extra.put("postCheck", "not run with --client raw");
+    stormResumed.addAll(raw.resumedMs);
+    stormNew.addAll(raw.newSessionMs);
+    handshakeTimeouts.addAndGet(raw.attemptTimeouts.get());
     unexpectedDrops.addAndGet(raw.unexpectedDrops.get());
     raw.closeCodes.forEach((code, count) -> closeCodes.computeIfAbsent(code, c -> new AtomicLong()).addAndGet(count.get()));
     raw.closeAll();
@@ -704,7 +738,7 @@ public final class Worker {
       receivedAccepted += c.receivedAccepted();
       missing += c.missingCount();
     }
-    counters.put("sessions", conns.size());
+    counters.put("sessions", rawSessions > 0 ? rawSessions : conns.size());
     counters.put("ready", readyCount());
     counters.put("accepted", accepted);
     counters.put("receivedAccepted", receivedAccepted);
