@@ -46,6 +46,8 @@ export const CloseCode = {
   ABNORMAL: 1006,
   SESSION_UNAVAILABLE: 1011,
   SESSION_MOVED: 1012,
+  /** The node is busy (too many handshakes in progress): reconnect with backoff. */
+  TRY_AGAIN_LATER: 1013,
   HANDSHAKE_TIMEOUT: 4001,
   TAKEN_OVER: 4002,
   PROTOCOL_ERROR: 4003,

@@ -827,9 +827,15 @@ public final class Bench {
       if (gc) {
         if (kind.equals("tether")) {
           Machine.exec(List.of("jcmd", Long.toString(pid), "GC.run"));
-          String heap = Machine.exec(List.of("jcmd", Long.toString(pid), "GC.heap_info"));
-          Matcher m = Pattern.compile("used (\\d+)K").matcher(heap);
-          if (m.find()) s.put("heapUsedAfterGcKb", Long.parseLong(m.group(1)));
+          // G1 prints one line for the whole heap; Serial and Parallel one per generation, to add
+          // up. Metaspace lines are not heap.
+          long used = 0;
+          for (String line : Machine.exec(List.of("jcmd", Long.toString(pid), "GC.heap_info")).split("\n")) {
+            if (line.contains("Metaspace") || line.contains("class space")) continue;
+            Matcher m = Pattern.compile("used (\\d+)K").matcher(line);
+            if (m.find()) used += Long.parseLong(m.group(1));
+          }
+          s.put("heapUsedAfterGcKb", used);
         } else {
           JsonNode st = LINE.readTree(get("/stats?gc=1").body());
           s.put("heapUsedAfterGcKb", st.path("heapUsed").asLong() / 1024);
