@@ -123,15 +123,17 @@ public final class Connection {
    */
   public static WebSocketStage.ConnectionStarter starter(ActorSystem<?> system, Dependencies deps) {
     AtomicLong ids = new AtomicLong();
-    return (outbox, closeSignal, remote) ->
+    return (outbox, closeSignal, remote, upgradeWaited) ->
         system.systemActorOf(
-            TelemetryInterceptor.instrument("Connection", Command.class, create(deps, outbox, closeSignal, remote)),
+            TelemetryInterceptor.instrument(
+                "Connection", Command.class, create(deps, outbox, closeSignal, remote, upgradeWaited)),
             "ws-" + ids.incrementAndGet(),
             MailboxSelector.fromConfig("tether.telemetry.mailboxes.connection"));
   }
 
+  /** @param upgradeWaited how long the socket's upgrade waited for its turn ({@link HandshakeAdmission}) */
   static Behavior<Command> create(
-      Dependencies deps, SocketOutbox out, CloseSignal closeSignal, String remote) {
+      Dependencies deps, SocketOutbox out, CloseSignal closeSignal, String remote, Duration upgradeWaited) {
     // Logs about a connection carry its session id once it has one (logback: %X{sessionId}).
     AtomicReference<Map<String, String>> mdc = new AtomicReference<>(Map.of());
     return Behaviors.withMdc(
@@ -143,7 +145,7 @@ public final class Connection {
                     timers ->
                         Behaviors.withStash(
                             deps.settings().maxPendingFrames(),
-                            stash -> new Connection(deps, out, closeSignal, remote, mdc, context, timers, stash).start()))));
+                            stash -> new Connection(deps, out, closeSignal, remote, upgradeWaited, mdc, context, timers, stash).start()))));
   }
 
   private static final SecureRandom RANDOM = new SecureRandom();
@@ -161,6 +163,7 @@ public final class Connection {
   private final SocketOutbox out;
   private final CloseSignal closeSignal;
   private final String remote;
+  private final Duration upgradeWaited;
   private final ActorContext<Command> context;
   private final TimerScheduler<Command> timers;
   private final StashBuffer<Command> stash;
@@ -191,6 +194,7 @@ public final class Connection {
       SocketOutbox out,
       CloseSignal closeSignal,
       String remote,
+      Duration upgradeWaited,
       AtomicReference<Map<String, String>> mdc,
       ActorContext<Command> context,
       TimerScheduler<Command> timers,
@@ -206,6 +210,7 @@ public final class Connection {
     this.out = out;
     this.closeSignal = closeSignal;
     this.remote = remote;
+    this.upgradeWaited = upgradeWaited;
     this.mdc = mdc;
     this.context = context;
     ActorRef<Command> self = context.getSelf();
@@ -307,8 +312,10 @@ public final class Connection {
   private Behavior<Command> beginHandshake(Supplier<Behavior<Command>> askSession) {
     timers.cancel(HandshakeTimedOut.INSTANCE);
     handshakeStartedNanos = System.nanoTime(); // the latency clients see includes the wait
-    if (admission.enter(admissionTurn)) return admitted(askSession);
-    timers.startSingleTimer(AdmissionTimedOut.INSTANCE, settings.handshakeQueueTimeout());
+    if (admission.enter(admissionTurn, HandshakeAdmission.Step.SESSION)) return admitted(askSession);
+    // One budget for both waits: what the upgrade spent waiting for its turn is gone already.
+    Duration budgetLeft = settings.handshakeQueueTimeout().minus(upgradeWaited);
+    timers.startSingleTimer(AdmissionTimedOut.INSTANCE, budgetLeft.isNegative() ? Duration.ZERO : budgetLeft);
     return awaitingAdmission(askSession);
   }
 
@@ -637,7 +644,6 @@ public final class Connection {
   }
 
   private Behavior<Command> close(int code, String reason) {
-    admission.leave(admissionTurn);
     if (closing != null) return closing;
     closeSignal.set(code, reason);
     if (code != 1000 && code != 4002 && code != 4004) releaseSession();
@@ -672,6 +678,8 @@ public final class Connection {
 
   // Phase 4: the close frame is on its way; wait for the stream to end (at most a few seconds).
   private Behavior<Command> closing() {
+    admission.leave(admissionTurn); // however the socket came to close (also a slow consumer's overflow)
+    timers.cancel(AdmissionTimedOut.INSTANCE);
     timers.cancel(HeartbeatCheck.INSTANCE);
     timers.cancel(RetryHandshake.INSTANCE); // a closing socket must not attach a session again
     timers.startSingleTimer(CloseStalled.INSTANCE, Duration.ofSeconds(10));

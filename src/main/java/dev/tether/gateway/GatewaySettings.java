@@ -45,6 +45,10 @@ public record GatewaySettings(
       throw new IllegalArgumentException("tether.gateway.auth.mode = hmac needs TETHER_API_TOKEN for the backend API");
     }
     requireClusterFrameHolds(config, g.getBytes("limits.max-body-bytes"), g.getBytes("limits.max-frame-bytes"));
+    if (g.getDuration("admission.queue-timeout").compareTo(Duration.ZERO) <= 0) {
+      // Zero would refuse every handshake that has to wait at all, even for a millisecond.
+      throw new IllegalArgumentException("tether.gateway.admission.queue-timeout must be positive");
+    }
     return new GatewaySettings(
         config.getString("tether.http.host"),
         config.getInt("tether.http.port"),

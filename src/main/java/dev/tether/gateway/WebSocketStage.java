@@ -49,7 +49,8 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
 
   /** Starts the connection actor once the upgrade is accepted. */
   public interface ConnectionStarter {
-    ActorRef<Connection.Command> start(SocketOutbox outbox, CloseSignal closeSignal, String remote);
+    /** @param upgradeWaited how long the upgrade waited for its turn: the hello's wait gets the rest of the budget */
+    ActorRef<Connection.Command> start(SocketOutbox outbox, CloseSignal closeSignal, String remote, Duration upgradeWaited);
   }
 
   /** What the stage needs from the gateway's settings. */
@@ -159,12 +160,14 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     private volatile boolean outboxClosed;
     private final AsyncCallback<Object> wakeup = createAsyncCallback(ignored -> onOutboxChanged());
 
-    // The upgrade's turn (HandshakeAdmission): taken once the request head is complete, given
-    // back once the 101 is queued and the connection actor started.
+    // The upgrade's turn (HandshakeAdmission): taken once the request head is complete and
+    // accepted, given back once the 101 is queued and the connection actor started.
     private final AsyncCallback<Object> turnCame = createAsyncCallback(ignored -> onTurn());
     private final HandshakeAdmission.Waiter upgradeTurn = () -> turnCame.invoke(null);
     private boolean waitingForTurn;
     private boolean hasTurn;
+    private long turnWaitedNanos; // how long the upgrade waited for its turn (0 if it did not)
+    private UpgradeRequest.Outcome upgrade; // the accepted upgrade, from the complete head on
 
     Logic() {
       super(shape);
@@ -279,18 +282,20 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
         return false;
       }
       if (headLength < 0) return true;
-      if (!hasTurn) return awaitTurn();
-      String head = buffer.slice(0, headLength - HEAD_END.length).decodeString(StandardCharsets.ISO_8859_1);
-      buffer = buffer.drop(headLength);
-      UpgradeRequest.Outcome outcome = UpgradeRequest.answer(head);
-      if (!outcome.upgraded()) {
-        admission.leave(upgradeTurn);
-        finishWith(outcome.response());
-        return false;
+      if (upgrade == null) {
+        String head = buffer.slice(0, headLength - HEAD_END.length).decodeString(StandardCharsets.ISO_8859_1);
+        buffer = buffer.drop(headLength);
+        cancelTimer(HEAD_TIMER); // the client's part is done
+        UpgradeRequest.Outcome outcome = UpgradeRequest.answer(head);
+        if (!outcome.upgraded()) {
+          finishWith(outcome.response()); // a refusal is answered at once: no turn needed
+          return false;
+        }
+        upgrade = outcome;
       }
-      cancelTimer(HEAD_TIMER);
+      if (!hasTurn) return awaitTurn();
       state = State.OPEN;
-      writeControl(ByteString.fromString(outcome.response(), StandardCharsets.US_ASCII));
+      writeControl(ByteString.fromString(upgrade.response(), StandardCharsets.US_ASCII));
       // Stage actor: the actor's acks and its termination reach this stage on the stage's thread.
       StageActor stageActor =
           getStageActor(
@@ -299,30 +304,29 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
                 return scala.runtime.BoxedUnit.UNIT;
               });
       ackTo = Adapter.toTyped(stageActor.ref());
-      connection = starter.start(this, closeSignal, clientAddress(outcome));
+      connection = starter.start(this, closeSignal, clientAddress(upgrade), Duration.ofNanos(turnWaitedNanos));
       stageActor.watch(Adapter.toClassic(connection));
       admission.leave(upgradeTurn); // the rest waits for the client's hello, which holds no turn
       return readFrames(); // frames the client sent right behind its upgrade request
     }
 
     /**
-     * The head is complete: the client's part is done, so its deadline no longer runs. The
-     * upgrade waits for its turn (at most the turn timeout), reading nothing more than the next
-     * bytes, which is how a client that gives up while waiting is noticed.
+     * The upgrade is accepted and waits for its turn (at most the turn timeout), reading nothing
+     * more than the next bytes, which is how a client that gives up while waiting is noticed.
      *
      * @return true when a read is wanted
      */
     private boolean awaitTurn() {
       if (!waitingForTurn) {
-        cancelTimer(HEAD_TIMER);
-        if (admission.enter(upgradeTurn)) {
+        if (admission.enter(upgradeTurn, HandshakeAdmission.Step.UPGRADE)) {
           hasTurn = true;
           return readHead();
         }
         waitingForTurn = true;
+        turnWaitedNanos = System.nanoTime(); // the start, until the turn comes
         scheduleOnce(TURN_TIMER, limits.turnTimeout());
       }
-      return buffer.size() == headLength; // nothing beyond the head buffered yet
+      return buffer.isEmpty(); // nothing beyond the head buffered yet
     }
 
     private void onTurn() {
@@ -332,6 +336,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
       }
       waitingForTurn = false;
       hasTurn = true;
+      turnWaitedNanos = System.nanoTime() - turnWaitedNanos;
       cancelTimer(TURN_TIMER);
       readBuffer();
     }

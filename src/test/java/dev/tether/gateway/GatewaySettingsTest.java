@@ -32,6 +32,15 @@ class GatewaySettingsTest {
   }
 
   @Test
+  void theHandshakeQueueTimeoutMustBePositive() {
+    assertEquals(java.time.Duration.ofSeconds(8), GatewaySettings.from(ConfigFactory.load()).handshakeQueueTimeout());
+    IllegalArgumentException refused =
+        assertThrows(
+            IllegalArgumentException.class, () -> GatewaySettings.from(with("tether.gateway.admission.queue-timeout = 0s")));
+    assertTrue(refused.getMessage().contains("queue-timeout"), refused.getMessage());
+  }
+
+  @Test
   void theLargestAcceptedMessageMustFitInOneMessageBetweenNodes() {
     // The defaults: 1 MiB bodies, 64 KiB frames, 2 MiB between nodes.
     assertEquals(1024 * 1024, GatewaySettings.from(ConfigFactory.load()).maxBodyBytes());

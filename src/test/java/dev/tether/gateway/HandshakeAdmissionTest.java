@@ -48,7 +48,7 @@ class HandshakeAdmissionTest {
     List<Turn> line = new ArrayList<>();
     for (int i = 0; i < count; i++) {
       Turn turn = connection();
-      assertEquals(i < admission.maxInProgress(), admission.enter(turn), "entering #" + i);
+      assertEquals(i < admission.maxInProgress(), admission.enter(turn, HandshakeAdmission.Step.UPGRADE), "entering #" + i);
       line.add(turn);
     }
     return line;
@@ -106,14 +106,30 @@ class HandshakeAdmissionTest {
   }
 
   @Test
-  void aNewcomerWaitsBehindThoseAlreadyWaiting() {
+  void aWaitingSessionHandshakeGoesBeforeWaitingUpgrades() {
+    HandshakeAdmission admission = new HandshakeAdmission(1);
+    List<Turn> line = line(admission, 3); // a in progress; two upgrades waiting
+    Turn a = line.get(0), upgrade1 = line.get(1), upgrade2 = line.get(2);
+    Turn session = connection();
+    assertFalse(admission.enter(session, HandshakeAdmission.Step.SESSION));
+
+    admission.leave(a);
+    session.expectAdmitted(); // came last, but its client is already upgraded and counting down
+    upgrade1.expectNotAdmitted();
+    admission.leave(session);
+    upgrade1.expectAdmitted(); // then the upgrades, in their order
+    upgrade2.expectNotAdmitted();
+  }
+
+  @Test
+  void aFreedPlaceGoesToTheFirstInLineNotToANewcomer() {
     HandshakeAdmission admission = new HandshakeAdmission(1);
     List<Turn> line = line(admission, 2);
     Turn a = line.get(0), b = line.get(1), c = connection();
     admission.leave(a); // b is admitted; the place is taken again at once
     b.expectAdmitted();
-    assertFalse(admission.enter(c));
-    assertTrue(admission.enter(b), "entering again while in progress keeps the place");
+    assertFalse(admission.enter(c, HandshakeAdmission.Step.UPGRADE));
+    assertTrue(admission.enter(b, HandshakeAdmission.Step.UPGRADE), "entering again while in progress keeps the place");
     assertEquals(1, admission.inProgress());
   }
 
