@@ -144,6 +144,24 @@ class AdmissionScenarioTest {
     }
   }
 
+  /** An upgrade waiting for its turn whose client goes away leaves the line (the stage reads on while it waits). */
+  @Test
+  void aWaitingUpgradeWhoseClientGoesAwayLeavesTheLine() throws Exception {
+    try (WsClient a = WsClient.connect(node.port())) {
+      try (JournalLock lock = new JournalLock()) {
+        sendHello(a, "upgrade-leaver-a");
+        awaitAssert(AWAIT, () -> assertEquals(1, handshakes("in-progress")));
+        RawWebSocket leaver = RawWebSocket.connect(node.port());
+        leaver.write(RawWebSocket.request("GET", "/ws", RawWebSocket.upgradeHeaders(node.port(), RawWebSocket.newKey())));
+        awaitAssert(AWAIT, () -> assertEquals(1, handshakes("waiting")));
+        leaver.close();
+        // Well before its turn timeout (4 s) would have taken it out of the line.
+        awaitAssert(QUEUE_TIMEOUT.dividedBy(2), () -> assertEquals(0, handshakes("waiting")));
+      }
+      a.expect("welcome");
+    }
+  }
+
   /** Only an accepted upgrade needs a turn: a refused one is answered at once, even on a full node. */
   @Test
   void aRefusedUpgradeIsAnsweredAtOnceWhenEveryPlaceIsTaken() throws Exception {
