@@ -166,7 +166,8 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     private final HandshakeAdmission.Waiter upgradeTurn = () -> turnCame.invoke(null);
     private boolean waitingForTurn;
     private boolean hasTurn;
-    private long turnWaitedNanos; // how long the upgrade waited for its turn (0 if it did not)
+    private long turnRequestedNanos; // when the upgrade started waiting for its turn
+    private Duration turnWaited = Duration.ZERO;
     private UpgradeRequest.Outcome upgrade; // the accepted upgrade, from the complete head on
 
     Logic() {
@@ -304,15 +305,15 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
                 return scala.runtime.BoxedUnit.UNIT;
               });
       ackTo = Adapter.toTyped(stageActor.ref());
-      connection = starter.start(this, closeSignal, clientAddress(upgrade), Duration.ofNanos(turnWaitedNanos));
+      connection = starter.start(this, closeSignal, clientAddress(upgrade), turnWaited);
       stageActor.watch(Adapter.toClassic(connection));
       admission.leave(upgradeTurn); // the rest waits for the client's hello, which holds no turn
       return readFrames(); // frames the client sent right behind its upgrade request
     }
 
     /**
-     * The upgrade is accepted and waits for its turn (at most the turn timeout), reading nothing
-     * more than the next bytes, which is how a client that gives up while waiting is noticed.
+     * The upgrade is accepted and waits for its turn (at most the turn timeout), reading no more
+     * than one further chunk meanwhile, so a waiting client cannot pile up bytes in memory.
      *
      * @return true when a read is wanted
      */
@@ -323,7 +324,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
           return readHead();
         }
         waitingForTurn = true;
-        turnWaitedNanos = System.nanoTime(); // the start, until the turn comes
+        turnRequestedNanos = System.nanoTime();
         scheduleOnce(TURN_TIMER, limits.turnTimeout());
       }
       return buffer.isEmpty(); // nothing beyond the head buffered yet
@@ -336,7 +337,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
       }
       waitingForTurn = false;
       hasTurn = true;
-      turnWaitedNanos = System.nanoTime() - turnWaitedNanos;
+      turnWaited = Duration.ofNanos(System.nanoTime() - turnRequestedNanos);
       cancelTimer(TURN_TIMER);
       readBuffer();
     }

@@ -52,8 +52,7 @@ class AdmissionScenarioTest {
         WsClient c = WsClient.connect(node.port())) {
       JsonNode welcomeA, welcomeB, welcomeC;
       try (JournalLock lock = new JournalLock()) {
-        sendHello(a, "admission-a");
-        awaitAssert(AWAIT, () -> assertEquals(1, handshakes("in-progress")));
+        takeTheOnlyPlace(a, "admission-a");
         sendHello(b, "admission-b");
         awaitAssert(AWAIT, () -> assertEquals(1, handshakes("waiting")));
         sendHello(c, "admission-c");
@@ -77,8 +76,7 @@ class AdmissionScenarioTest {
     try (WsClient a = WsClient.connect(node.port());
         WsClient b = WsClient.connect(node.port())) {
       try (JournalLock lock = new JournalLock()) {
-        sendHello(a, "busy-a");
-        awaitAssert(AWAIT, () -> assertEquals(1, handshakes("in-progress")));
+        takeTheOnlyPlace(a, "busy-a");
         long start = System.nanoTime();
         sendHello(b, "busy-b");
         assertEquals(1013, b.awaitClose(Duration.ofSeconds(10)));
@@ -97,8 +95,7 @@ class AdmissionScenarioTest {
     try (WsClient a = WsClient.connect(node.port());
         WsClient b = WsClient.connect(node.port())) {
       try (JournalLock lock = new JournalLock()) {
-        sendHello(a, "leaver-a");
-        awaitAssert(AWAIT, () -> assertEquals(1, handshakes("in-progress")));
+        takeTheOnlyPlace(a, "leaver-a");
         sendHello(b, "leaver-b");
         awaitAssert(AWAIT, () -> assertEquals(1, handshakes("waiting")));
         b.drop();
@@ -117,23 +114,17 @@ class AdmissionScenarioTest {
     double busyBefore = busyFailures();
     try (WsClient a = WsClient.connect(node.port())) {
       try (JournalLock lock = new JournalLock()) {
-        sendHello(a, "upgrade-a");
-        awaitAssert(AWAIT, () -> assertEquals(1, handshakes("in-progress")));
-        try (RawWebSocket refused = RawWebSocket.connect(node.port())) {
-          String key = RawWebSocket.newKey();
-          long start = System.nanoTime();
-          refused.write(RawWebSocket.request("GET", "/ws", RawWebSocket.upgradeHeaders(node.port(), key)));
-          awaitAssert(AWAIT, () -> assertEquals(1, handshakes("waiting")));
+        takeTheOnlyPlace(a, "upgrade-a");
+        long start = System.nanoTime();
+        try (RawWebSocket refused = upgradeThatWaits(RawWebSocket.newKey())) {
           RawWebSocket.HttpHead head = refused.readHead();
           assertEquals(503, head.status());
           assertEquals("1", head.header("Retry-After"));
           assertTrue(System.nanoTime() - start >= QUEUE_TIMEOUT.minusMillis(100).toNanos());
           assertEquals(busyBefore + 1, busyFailures());
         }
-        try (RawWebSocket waiting = RawWebSocket.connect(node.port())) {
-          String key = RawWebSocket.newKey();
-          waiting.write(RawWebSocket.request("GET", "/ws", RawWebSocket.upgradeHeaders(node.port(), key)));
-          awaitAssert(AWAIT, () -> assertEquals(1, handshakes("waiting")));
+        String key = RawWebSocket.newKey();
+        try (RawWebSocket waiting = upgradeThatWaits(key)) {
           lock.close(); // a's handshake completes and gives its place to the waiting upgrade
           RawWebSocket.assertUpgraded(waiting.readHead(), key);
           waiting.sendText("{\"type\":\"hello\",\"user\":\"upgrade-b\"}");
@@ -144,17 +135,13 @@ class AdmissionScenarioTest {
     }
   }
 
-  /** An upgrade waiting for its turn whose client goes away leaves the line (the stage reads on while it waits). */
+  /** An upgrade waiting for its turn whose client goes away leaves the line. */
   @Test
   void aWaitingUpgradeWhoseClientGoesAwayLeavesTheLine() throws Exception {
     try (WsClient a = WsClient.connect(node.port())) {
       try (JournalLock lock = new JournalLock()) {
-        sendHello(a, "upgrade-leaver-a");
-        awaitAssert(AWAIT, () -> assertEquals(1, handshakes("in-progress")));
-        RawWebSocket leaver = RawWebSocket.connect(node.port());
-        leaver.write(RawWebSocket.request("GET", "/ws", RawWebSocket.upgradeHeaders(node.port(), RawWebSocket.newKey())));
-        awaitAssert(AWAIT, () -> assertEquals(1, handshakes("waiting")));
-        leaver.close();
+        takeTheOnlyPlace(a, "upgrade-leaver-a");
+        upgradeThatWaits(RawWebSocket.newKey()).close();
         // Well before its turn timeout (4 s) would have taken it out of the line.
         awaitAssert(QUEUE_TIMEOUT.dividedBy(2), () -> assertEquals(0, handshakes("waiting")));
       }
@@ -167,8 +154,7 @@ class AdmissionScenarioTest {
   void aRefusedUpgradeIsAnsweredAtOnceWhenEveryPlaceIsTaken() throws Exception {
     try (WsClient a = WsClient.connect(node.port())) {
       try (JournalLock lock = new JournalLock()) {
-        sendHello(a, "refusal-a");
-        awaitAssert(AWAIT, () -> assertEquals(1, handshakes("in-progress")));
+        takeTheOnlyPlace(a, "refusal-a");
         try (RawWebSocket refused = RawWebSocket.connect(node.port())) {
           Map<String, String> headers = RawWebSocket.upgradeHeaders(node.port(), RawWebSocket.newKey());
           headers.put("Sec-WebSocket-Version", "8");
@@ -191,6 +177,20 @@ class AdmissionScenarioTest {
       assertEquals(0, handshakes("in-progress"));
       silent.hello("silent-after-all");
     }
+  }
+
+  /** Sends {@code ws}'s hello and waits until its handshake holds the node's only place. */
+  private static void takeTheOnlyPlace(WsClient ws, String user) {
+    sendHello(ws, user);
+    awaitAssert(AWAIT, () -> assertEquals(1, handshakes("in-progress")));
+  }
+
+  /** A raw socket whose upgrade request (with {@code key}) is waiting in line for a turn. */
+  private static RawWebSocket upgradeThatWaits(String key) {
+    RawWebSocket socket = RawWebSocket.connect(node.port());
+    socket.write(RawWebSocket.request("GET", "/ws", RawWebSocket.upgradeHeaders(node.port(), key)));
+    awaitAssert(AWAIT, () -> assertEquals(1, handshakes("waiting")));
+    return socket;
   }
 
   private static void sendHello(WsClient ws, String user) {
