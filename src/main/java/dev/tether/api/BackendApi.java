@@ -54,6 +54,7 @@ public final class BackendApi extends AllDirectives {
   private final InspectionApi inspection;
   private final BatchPublish batch;
   private final Duration timeout;
+  private final org.apache.pekko.stream.Materializer materializer;
 
   public BackendApi(
       ActorSystem<?> system,
@@ -69,7 +70,11 @@ public final class BackendApi extends AllDirectives {
     this.inspection = inspection;
     this.batch = new BatchPublish(BatchPublish.Recipients.of(delivery), metrics, settings.maxBatchMessages());
     this.timeout = settings.askTimeout();
+    this.materializer = org.apache.pekko.stream.Materializer.matFromSystem(system);
   }
+
+  /** How long a request body may take to arrive, whole (pekko-http's idle timeout also applies). */
+  private static final Duration BODY_READ_TIMEOUT = Duration.ofSeconds(30);
 
   /** The API and operational routes (the WebSocket does not go through routes: see GatewayListener). */
   public Route route() {
@@ -79,13 +84,46 @@ public final class BackendApi extends AllDirectives {
             handleRejections(
                 rejectionHandler(),
                 () ->
-                    concat(
-                        pathPrefix("api", () -> authorized(() -> withValidIds(this::apiRoutes))),
-                        path("metrics", () -> get(() -> complete(metrics.scrape()))),
-                        path(PathMatchers.segment("health").slash("alive"), () -> get(() -> json(StatusCodes.OK, Map.of("status", "alive")))),
-                        path(PathMatchers.segment("health").slash("ready"), () -> get(this::ready)),
-                        path("ws", this::upgradeNotFirst),
-                        demoPage())));
+                    readWholeBody(
+                        () ->
+                            concat(
+                                pathPrefix("api", () -> authorized(() -> withValidIds(this::apiRoutes))),
+                                path("metrics", () -> get(() -> complete(metrics.scrape()))),
+                                path(PathMatchers.segment("health").slash("alive"), () -> get(() -> json(StatusCodes.OK, Map.of("status", "alive")))),
+                                path(PathMatchers.segment("health").slash("ready"), () -> get(this::ready)),
+                                path("ws", this::upgradeNotFirst),
+                                demoPage()))));
+  }
+
+  /**
+   * Reads the whole request body before anything answers. pekko-http closes the connection after
+   * a response sent before its request's body was read (it could not tell where the next request
+   * starts), and a backend still writing its body then gets a reset instead of the answer: the
+   * 401 for a wrong token, the 404 for a wrong path, the 400 for a malformed id would reach it as
+   * a broken connection, and its pooled connection would be gone. Bodies are small (at most
+   * {@code max-body-bytes}), and every route that takes one reads it whole anyway.
+   */
+  private Route readWholeBody(Supplier<Route> inner) {
+    return extractRequestEntity(
+        entity ->
+            entity.isStrict()
+                ? inner.get()
+                : onComplete(
+                    entity.toStrict(BODY_READ_TIMEOUT.toMillis(), materializer),
+                    read -> {
+                      if (read.isSuccess()) return mapRequest(request -> request.withEntity(read.get()), inner);
+                      Throwable failure = read.failed().get();
+                      if (failure instanceof EntityStreamSizeException) {
+                        return error(StatusCodes.PAYLOAD_TOO_LARGE, "too-large", "request body exceeds the limit");
+                      }
+                      if (failure instanceof java.util.concurrent.TimeoutException) {
+                        return error(
+                            StatusCodes.REQUEST_TIMEOUT,
+                            "request-timeout",
+                            "the request body did not arrive within " + BODY_READ_TIMEOUT.toSeconds() + " s");
+                      }
+                      return error(StatusCodes.BAD_REQUEST, "bad-request", "the request body could not be read");
+                    }));
   }
 
   /**

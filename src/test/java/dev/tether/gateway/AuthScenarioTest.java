@@ -9,7 +9,10 @@ import com.auth0.jwt.algorithms.Algorithm;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.tether.testkit.Api;
 import dev.tether.testkit.OneNode;
+import dev.tether.testkit.RawHttp;
+import dev.tether.testkit.RawWebSocket;
 import dev.tether.testkit.WsClient;
+import java.time.Duration;
 import java.time.Instant;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
@@ -40,6 +43,25 @@ class AuthScenarioTest {
       ws.send("{\"type\":\"hello\",\"user\":\"ignored\",\"token\":\"" + jwt("victor", SECRET) + "\"}");
       JsonNode welcome = ws.expect("welcome");
       assertEquals("victor", welcome.get("user").asText());
+    }
+  }
+
+  /** The 401 is decided from the head alone, yet it waits for the body: the backend gets it whole. */
+  @Test
+  void aWrongApiTokenOnALargePublishIsAnswered401AndTheConnectionStaysOpen() throws Exception {
+    String largeBody = "{\"data\":\"" + "x".repeat(200_000) + "\"}";
+    try (RawWebSocket connection = RawWebSocket.connect(node.port())) {
+      RawHttp.Response refused =
+          RawHttp.postHeadThenBody(
+              connection,
+              node.port(),
+              "/api/users/victor/messages",
+              Map.of("Authorization", "Bearer wrong-" + API_TOKEN),
+              largeBody,
+              Duration.ofMillis(300));
+      assertEquals(401, refused.status(), () -> refused.head() + " " + refused.body());
+      assertFalse(refused.head().headerHasToken("Connection", "close"), () -> "closed: " + refused.head());
+      RawHttp.assertStillServes(connection, node.port());
     }
   }
 
