@@ -9,6 +9,7 @@ import dev.tether.gateway.Authenticator;
 import dev.tether.gateway.FailedResumeLimiter;
 import dev.tether.gateway.GatewaySettings;
 import dev.tether.gateway.HandshakeAdmission;
+import dev.tether.gateway.HttpConnections;
 import dev.tether.gateway.LiveConnections;
 import dev.tether.gateway.Connection;
 import dev.tether.gateway.GatewayListener;
@@ -90,12 +91,27 @@ public final class TetherNode implements AutoCloseable {
     ConfigFactory.invalidateCaches();
     Config config =
         ConfigFactory.load(ConfigFactory.parseMap(overrides).withFallback(ConfigFactory.defaultApplication()));
+    config = withRequestsDonePhaseAbove(config);
     // The HTTP idle timeout must never close a healthy WebSocket before the heartbeat does.
     Duration idle = config.getDuration("tether.http.idle-timeout");
     Duration heartbeatMargin = config.getDuration("tether.gateway.heartbeat.timeout").multipliedBy(3).dividedBy(2);
     Duration effective = idle.compareTo(heartbeatMargin) >= 0 ? idle : heartbeatMargin;
     return config.withValue(
         "pekko.http.server.idle-timeout", ConfigValueFactory.fromAnyRef(effective.toMillis() + "ms"));
+  }
+
+  /**
+   * CoordinatedShutdown moves on when a phase's timeout passes: the phase that drains the HTTP
+   * requests must last longer than the drain itself, which aborts what is left at its end.
+   */
+  private static Config withRequestsDonePhaseAbove(Config config) {
+    Duration drain = config.getDuration("tether.http.drain-timeout");
+    if (drain.isNegative() || drain.isZero()) {
+      throw new IllegalArgumentException("tether.http.drain-timeout must be positive, got " + drain);
+    }
+    return config.withValue(
+        "pekko.coordinated-shutdown.phases.service-requests-done.timeout",
+        ConfigValueFactory.fromAnyRef(drain.plusSeconds(2).toMillis() + "ms"));
   }
 
   private static TetherNode wire(Database database, ActorSystem<Void> system, Config config) {
@@ -123,6 +139,7 @@ public final class TetherNode implements AutoCloseable {
         system, metrics, List.of(ClientProxy.ENTITY_TYPE_KEY, Membership.ENTITY_TYPE_KEY), Duration.ofSeconds(5));
 
     LiveConnections liveConnections = new LiveConnections();
+    HttpConnections httpConnections = new HttpConnections();
     HandshakeAdmission admission = new HandshakeAdmission(gatewaySettings.maxHandshakesInProgress());
     metrics.watchAdmission(admission);
     var connectionDeps =
@@ -152,7 +169,8 @@ public final class TetherNode implements AutoCloseable {
                 api.route(),
                 dev.tether.gateway.WebSocketStage.Limits.from(gatewaySettings),
                 admission,
-                Connection.starter(system, connectionDeps))
+                Connection.starter(system, connectionDeps),
+                httpConnections)
             .toCompletableFuture()
             .join();
     // New connections stop being accepted first; the sockets are closed in service-stop, below.
@@ -166,6 +184,14 @@ public final class TetherNode implements AutoCloseable {
         binding.localAddress().getHostString(),
         binding.localAddress().getPort(),
         gatewaySettings.authMode().name().toLowerCase());
+    // Then the API requests already in progress finish (a publish answered 202 was accepted; one
+    // cut off unanswered was not started), while the sessions they go to are all still here.
+    Duration drainTimeout = config.getDuration("tether.http.drain-timeout");
+    CoordinatedShutdown.get(system)
+        .addTask(
+            CoordinatedShutdown.PhaseServiceRequestsDone(),
+            "drain-http-requests",
+            () -> httpConnections.drain(drainTimeout));
     // After the port is unbound and before the shards hand off their sessions: close every
     // socket (1012, resume to continue), so each session persists its detach while the journal
     // is still there.

@@ -11,7 +11,10 @@ import org.apache.pekko.NotUsed;
 import org.apache.pekko.actor.typed.ActorSystem;
 import org.apache.pekko.event.Logging;
 import org.apache.pekko.event.LoggingAdapter;
+import org.apache.pekko.japi.function.Function;
 import org.apache.pekko.http.javadsl.Http;
+import org.apache.pekko.http.javadsl.model.HttpRequest;
+import org.apache.pekko.http.javadsl.model.HttpResponse;
 import org.apache.pekko.http.javadsl.server.Route;
 import org.apache.pekko.http.javadsl.settings.ServerSettings;
 import org.apache.pekko.stream.Attributes;
@@ -52,7 +55,8 @@ public final class GatewayListener {
    * nothing for that long (it also ends slow, trickling requests); a WebSocket has its own
    * deadlines instead: the upgrade request within the handshake timeout, then the heartbeat.
    * pekko-http's server settings (request limits, pipelining, max-connections, backlog, socket
-   * options) apply as they would to its own binding.
+   * options) apply as they would to its own binding. Every HTTP connection is listed in
+   * {@code httpConnections}, so that a graceful stop can let its requests finish.
    */
   public static CompletionStage<Tcp.ServerBinding> bind(
       ActorSystem<?> system,
@@ -62,12 +66,12 @@ public final class GatewayListener {
       Route route,
       WebSocketStage.Limits webSocketLimits,
       HandshakeAdmission admission,
-      WebSocketStage.ConnectionStarter webSockets) {
+      WebSocketStage.ConnectionStarter webSockets,
+      HttpConnections httpConnections) {
     ServerSettings httpSettings = ServerSettings.create(system.settings().config());
     LoggingAdapter log = Logging.getLogger(system.classicSystem(), GatewayListener.class);
     Materializer materializer = Materializer.matFromSystem(system);
-    Flow<org.apache.pekko.http.javadsl.model.HttpRequest, org.apache.pekko.http.javadsl.model.HttpResponse, NotUsed>
-        routes = route.flow(system);
+    Function<HttpRequest, CompletionStage<HttpResponse>> routes = route.function(system);
     return Tcp.get(system)
         .bind(host, port, httpSettings.getBacklog(), httpSettings.getSocketOptions(), false, Optional.empty())
         .mapAsyncUnordered(
@@ -86,9 +90,16 @@ public final class GatewayListener {
                               return Flow.fromGraph(
                                   new WebSocketStage(firstBytes, address(peer), webSocketLimits, admission, webSockets));
                             }
+                            HttpConnections.Tracked tracked = httpConnections.open();
                             return Flow.of(ByteString.class)
                                 .prepend(Source.single(firstBytes))
-                                .via(httpServer(system, httpSettings, peer, log, routes, idleTimeout));
+                                .via(tracked.incoming())
+                                .via(httpServer(system, httpSettings, peer, log, tracked, routes, idleTimeout))
+                                .watchTermination(
+                                    (notUsed, ended) -> {
+                                      Asks.direct(ended).whenComplete((done, failure) -> tracked.closed());
+                                      return notUsed;
+                                    });
                           })
                       .watchTermination(Keep.right());
               // The slot of max-connections is free again when the connection has ended.
@@ -108,14 +119,18 @@ public final class GatewayListener {
       ServerSettings settings,
       InetSocketAddress peer,
       LoggingAdapter log,
-      Flow<org.apache.pekko.http.javadsl.model.HttpRequest, org.apache.pekko.http.javadsl.model.HttpResponse, NotUsed>
-          routes,
+      HttpConnections.Tracked connection,
+      Function<HttpRequest, CompletionStage<HttpResponse>> routes,
       Duration idleTimeout) {
     // No TLS here: the placebo only adapts pekko-http's TLS-shaped interface to plain bytes.
     @SuppressWarnings({"unchecked", "rawtypes"})
     BidiFlow<TLSProtocol.SslTlsOutbound, ByteString, ByteString, TLSProtocol.SslTlsInbound, NotUsed> plain =
         (BidiFlow) TLSPlacebo.getInstance();
-    return routes.join(
+    // Requests are answered in order (pekko-http's pipelining limit bounds how many are in progress).
+    Flow<HttpRequest, HttpResponse, NotUsed> requests =
+        Flow.of(HttpRequest.class)
+            .mapAsync(settings.getPipeliningLimit(), request -> connection.serve(request, routes));
+    return requests.join(
         Http.get(system)
             .serverLayer(settings, Optional.of(peer), log)
             .atop(plain)
