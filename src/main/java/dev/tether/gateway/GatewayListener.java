@@ -17,30 +17,21 @@ import org.apache.pekko.http.javadsl.model.HttpRequest;
 import org.apache.pekko.http.javadsl.model.HttpResponse;
 import org.apache.pekko.http.javadsl.server.Route;
 import org.apache.pekko.http.javadsl.settings.ServerSettings;
-import org.apache.pekko.stream.Attributes;
-import org.apache.pekko.stream.FlowShape;
-import org.apache.pekko.stream.Inlet;
 import org.apache.pekko.stream.Materializer;
-import org.apache.pekko.stream.Outlet;
 import org.apache.pekko.stream.TLSProtocol;
 import org.apache.pekko.stream.javadsl.BidiFlow;
 import org.apache.pekko.stream.javadsl.Flow;
 import org.apache.pekko.stream.javadsl.Keep;
 import org.apache.pekko.stream.javadsl.Sink;
-import org.apache.pekko.stream.javadsl.Source;
 import org.apache.pekko.stream.javadsl.TLSPlacebo;
 import org.apache.pekko.stream.javadsl.Tcp;
-import org.apache.pekko.stream.stage.AbstractInHandler;
-import org.apache.pekko.stream.stage.AbstractOutHandler;
-import org.apache.pekko.stream.stage.GraphStage;
-import org.apache.pekko.stream.stage.GraphStageLogic;
-import org.apache.pekko.stream.stage.TimerGraphStageLogic;
 import org.apache.pekko.util.ByteString;
 
 /**
- * The gateway's one port. Each TCP connection is looked at once, at its request line: a request
- * for {@code /ws} is a WebSocket and runs as one {@link WebSocketStage}; anything else (the
- * backend API, health, metrics) is served by pekko-http's server pipeline and the routes.
+ * The gateway's one port. Each TCP connection runs as one {@link WebSocketStage}, which looks at
+ * its request line once: a request for {@code /ws} is a WebSocket and stays in that stage;
+ * anything else (the backend API, health, metrics) is handed to pekko-http's server pipeline and
+ * the routes.
  *
  * <p>pekko-http's own binding would also serve the WebSocket, but a socket it upgrades keeps the
  * HTTP pipeline and the WebSocket stack materialized for its whole life (about 40 stages); with
@@ -78,29 +69,27 @@ public final class GatewayListener {
             httpSettings.getMaxConnections(),
             incoming -> {
               InetSocketAddress peer = incoming.remoteAddress();
+              // The stage reads the request line and either is the WebSocket or hands the
+              // connection to pekko-http's pipeline (built here only for such a connection).
               Flow<ByteString, ByteString, CompletionStage<Done>> connection =
                   Flow.of(ByteString.class)
-                      .via(new RequestLineGate(webSocketLimits.headTimeout()))
-                      .flatMapPrefix(
-                          1,
-                          first -> {
-                            if (!first.iterator().hasNext()) return Flow.of(ByteString.class); // closed unheard
-                            ByteString firstBytes = first.iterator().next();
-                            if (isWebSocketRequest(firstBytes)) {
-                              return Flow.fromGraph(
-                                  new WebSocketStage(firstBytes, address(peer), webSocketLimits, admission, webSockets));
-                            }
-                            HttpConnections.Tracked tracked = httpConnections.open();
-                            return Flow.of(ByteString.class)
-                                .prepend(Source.single(firstBytes))
-                                .via(tracked.incoming())
-                                .via(httpServer(system, httpSettings, peer, log, tracked, routes, idleTimeout))
-                                .watchTermination(
-                                    (notUsed, ended) -> {
-                                      Asks.direct(ended).whenComplete((done, failure) -> tracked.closed());
-                                      return notUsed;
-                                    });
-                          })
+                      .via(
+                          new WebSocketStage(
+                              address(peer),
+                              webSocketLimits,
+                              admission,
+                              webSockets,
+                              () -> {
+                                HttpConnections.Tracked tracked = httpConnections.open();
+                                return Flow.of(ByteString.class)
+                                    .via(tracked.incoming())
+                                    .via(httpServer(system, httpSettings, peer, log, tracked, routes, idleTimeout))
+                                    .watchTermination(
+                                        (notUsed, ended) -> {
+                                          Asks.direct(ended).whenComplete((done, failure) -> tracked.closed());
+                                          return notUsed;
+                                        });
+                              }))
                       .watchTermination(Keep.right());
               // The slot of max-connections is free again when the connection has ended.
               // (Asks.direct: pekko's CompletionStage would run this continuation on the JDK's
@@ -150,87 +139,5 @@ public final class GatewayListener {
     String target = parts[1];
     int query = target.indexOf('?');
     return (query < 0 ? target : target.substring(0, query)).equals("/ws");
-  }
-
-  /**
-   * Passes the connection's bytes through, except that its first element is the whole request
-   * line (up to a limit): what decides between the WebSocket and HTTP. A client may send the
-   * line in as many TCP segments as it likes, within {@code timeout}: a connection that has not
-   * sent its request line by then is closed (neither pipeline, with its own deadlines, has it
-   * yet).
-   */
-  static final class RequestLineGate extends GraphStage<FlowShape<ByteString, ByteString>> {
-    private static final int MAX_LINE = 8 * 1024;
-    private final Inlet<ByteString> in = Inlet.create("RequestLineGate.in");
-    private final Outlet<ByteString> out = Outlet.create("RequestLineGate.out");
-    private final FlowShape<ByteString, ByteString> shape = FlowShape.of(in, out);
-    private final Duration timeout;
-
-    RequestLineGate(Duration timeout) {
-      this.timeout = timeout;
-    }
-
-    @Override
-    public FlowShape<ByteString, ByteString> shape() {
-      return shape;
-    }
-
-    @Override
-    public GraphStageLogic createLogic(Attributes inheritedAttributes) {
-      return new TimerGraphStageLogic(shape) {
-        private ByteString line = ByteString.emptyByteString(); // null once the line has passed
-
-        @Override
-        public void preStart() {
-          scheduleOnce("request-line", timeout);
-        }
-
-        @Override
-        public void onTimer(Object key) {
-          if (line != null) completeStage(); // no request line in time: close the connection
-        }
-
-        {
-          setHandler(
-              in,
-              new AbstractInHandler() {
-                @Override
-                public void onPush() {
-                  ByteString chunk = grab(in);
-                  if (line == null) {
-                    push(out, chunk);
-                    return;
-                  }
-                  // Only the new bytes are searched, and the line stays a rope of its chunks: a
-                  // line trickling in byte by byte costs no more than one arriving whole.
-                  boolean lineEnds = chunk.indexOf((byte) '\n') >= 0;
-                  line = line.concat(chunk);
-                  if (lineEnds || line.size() >= MAX_LINE) {
-                    ByteString first = line.compact();
-                    line = null;
-                    cancelTimer("request-line");
-                    push(out, first);
-                  } else {
-                    pull(in);
-                  }
-                }
-
-                @Override
-                public void onUpstreamFinish() {
-                  if (line != null && !line.isEmpty()) emit(out, line);
-                  completeStage();
-                }
-              });
-          setHandler(
-              out,
-              new AbstractOutHandler() {
-                @Override
-                public void onPull() {
-                  pull(in);
-                }
-              });
-        }
-      };
-    }
   }
 }

@@ -8,6 +8,8 @@ import java.time.Duration;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.Supplier;
+import org.apache.pekko.NotUsed;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.javadsl.Adapter;
 import scala.Tuple2;
@@ -16,6 +18,9 @@ import org.apache.pekko.stream.FlowShape;
 import org.apache.pekko.stream.Inlet;
 import org.apache.pekko.stream.Outlet;
 import org.apache.pekko.stream.QueueOfferResult;
+import org.apache.pekko.stream.javadsl.Flow;
+import org.apache.pekko.stream.javadsl.Sink;
+import org.apache.pekko.stream.javadsl.Source;
 import org.apache.pekko.stream.stage.AbstractInHandler;
 import org.apache.pekko.stream.stage.AbstractOutHandler;
 import org.apache.pekko.stream.stage.AsyncCallback;
@@ -26,15 +31,21 @@ import org.apache.pekko.util.ByteString;
 import org.apache.pekko.util.ByteStringBuilder;
 
 /**
- * One WebSocket connection, from the raw TCP bytes to its {@link Connection} actor, in a single
- * stream stage: the upgrade request ({@link UpgradeRequest}), RFC 6455 framing (client frames
+ * One connection to the gateway's port, from the raw TCP bytes. Its request line decides: a
+ * request for {@code /ws} is a WebSocket and stays in this stage, from the bytes to its
+ * {@link Connection} actor; anything else (the backend API, health, metrics) is handed over
+ * whole to pekko-http's server pipeline, materialized inside this stage for that connection only.
+ *
+ * <p>The WebSocket, in this single stream stage: the upgrade request ({@link UpgradeRequest}), RFC 6455 framing (client frames
  * are masked, server frames are not), pings answered with pongs, fragmented text messages
  * reassembled, and the close handshake carrying Tether's close codes.
  *
  * <p>Why not pekko-http's WebSocket support: a socket upgraded by pekko-http keeps its whole HTTP
  * server pipeline plus the WebSocket stack materialized for its lifetime, about 40 stream stages
  * and half of an idle session's heap (docs/BENCHMARKS.md, eighth session). This stage is the
- * only one a WebSocket needs besides the TCP connection itself.
+ * only one a WebSocket needs besides the TCP connection itself: the choice between WebSocket and
+ * HTTP is made here rather than by a stage in front of it, which for every WebSocket kept a
+ * second stage, a sub-stream and its interpreter alive (docs/BENCHMARKS.md, tenth session).
  *
  * <p>Towards the actor: one {@link Connection.FrameReceived} at a time (the next one only after the
  * actor's {@link Connection.StreamAck}, and TCP is not read meanwhile, so a flooding client is
@@ -85,23 +96,27 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
   private final Inlet<ByteString> in = Inlet.create("WebSocket.in");
   private final Outlet<ByteString> out = Outlet.create("WebSocket.out");
   private final FlowShape<ByteString, ByteString> shape = FlowShape.of(in, out);
-  private final ByteString firstBytes;
   private final String peer;
   private final Limits limits;
   private final HandshakeAdmission admission;
   private final ConnectionStarter starter;
+  private final Supplier<Flow<ByteString, ByteString, NotUsed>> httpServer;
 
   /**
-   * @param firstBytes what was already read from the socket to choose this stage
    * @param peer the TCP peer's address
+   * @param httpServer a new HTTP server pipeline, for a connection that is not a WebSocket
    */
   WebSocketStage(
-      ByteString firstBytes, String peer, Limits limits, HandshakeAdmission admission, ConnectionStarter starter) {
-    this.firstBytes = firstBytes;
+      String peer,
+      Limits limits,
+      HandshakeAdmission admission,
+      ConnectionStarter starter,
+      Supplier<Flow<ByteString, ByteString, NotUsed>> httpServer) {
     this.peer = peer;
     this.limits = limits;
     this.admission = admission;
     this.starter = starter;
+    this.httpServer = httpServer;
   }
 
   @Override
@@ -114,9 +129,14 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     return new Logic();
   }
 
+  /** The longest request line looked at to choose between WebSocket and HTTP. */
+  private static final int MAX_REQUEST_LINE = 8 * 1024;
+
   private enum State {
-    /** Reading the HTTP upgrade request. */
+    /** Reading the HTTP upgrade request (or, until its first line is complete, any request). */
     HEAD,
+    /** Not a WebSocket: the bytes pass through pekko-http's server pipeline. */
+    HTTP,
     /** Upgraded: frames flow both ways. */
     OPEN,
     /** Our close frame is sent (or queued): waiting for the client's, for at most the close timeout. */
@@ -136,6 +156,8 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     private int headEndMatched;
     private int headBytesScanned;
     private int headLength = -1; // the head's length with its CR LF CR LF, once complete
+    private boolean requestLineComplete; // a line feed has been read
+    private boolean routeChosen; // the request line said WebSocket (else the stage is in HTTP)
     /** Bytes to write before any queued frame: the upgrade answer, pongs, the close frame. */
     private ByteString control = ByteString.emptyByteString();
     private final CloseSignal closeSignal = new CloseSignal();
@@ -168,7 +190,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     private boolean hasTurn;
     private long turnRequestedNanos; // when the upgrade started waiting for its turn
     private Duration turnWaited = Duration.ZERO;
-    private UpgradeRequest.Outcome upgrade; // the accepted upgrade, from the complete head on
+    private UpgradeRequest.Outcome upgrade; // the accepted upgrade, from the complete head until its 101 is queued
 
     Logic() {
       super(shape);
@@ -214,9 +236,10 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
 
     @Override
     public void preStart() {
+      // The whole upgrade request, from the connection's start, within the head timeout (an HTTP
+      // connection has it until its request line is complete, then pekko-http's idle timeout).
       scheduleOnce(HEAD_TIMER, limits.headTimeout());
-      append(firstBytes);
-      readBuffer();
+      pull(in);
     }
 
     @Override
@@ -252,6 +275,8 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     }
 
     private void append(ByteString chunk) {
+      // Only the new bytes are searched: a line trickling in byte by byte costs no more than one arriving whole.
+      if (!requestLineComplete && chunk.indexOf((byte) '\n') >= 0) requestLineComplete = true;
       if (state == State.HEAD && headLength < 0) scanForHeadEnd(chunk);
       buffer = buffer.isEmpty() ? chunk : buffer.concat(chunk);
     }
@@ -278,6 +303,14 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
 
     /** @return true when a read is wanted: the head is not complete yet (or see {@link #awaitTurn}) */
     private boolean readHead() {
+      if (!routeChosen) {
+        if (!requestLineComplete && buffer.size() < MAX_REQUEST_LINE) return true;
+        routeChosen = true;
+        if (!GatewayListener.isWebSocketRequest(buffer)) {
+          handOverToHttp();
+          return false;
+        }
+      }
       if (headLength < 0 ? buffer.size() > UpgradeRequest.MAX_HEAD_BYTES : headLength > UpgradeRequest.MAX_HEAD_BYTES) {
         finishWith(UpgradeRequest.refuse(431, "Request Header Fields Too Large", "request head too large").response());
         return false;
@@ -306,9 +339,96 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
               });
       ackTo = Adapter.toTyped(stageActor.ref());
       connection = starter.start(this, closeSignal, clientAddress(upgrade), turnWaited);
+      upgrade = null; // its answer is written: not kept for the socket's whole life
       stageActor.watch(Adapter.toClassic(connection));
       admission.leave(upgradeTurn); // the rest waits for the client's hello, which holds no turn
       return readFrames(); // frames the client sent right behind its upgrade request
+    }
+
+    /**
+     * Not a WebSocket: from now on this stage only passes bytes between TCP and a pekko-http
+     * server pipeline of its own (what {@code flatMapPrefix} would do, without keeping a stage in
+     * front of every WebSocket). The bytes read so far go first.
+     */
+    private void handOverToHttp() {
+      cancelTimer(HEAD_TIMER);
+      state = State.HTTP;
+      outboxClosed = true;
+      SubSourceOutlet<ByteString> requestBytes = new SubSourceOutlet<>("WebSocketStage.http-requests");
+      SubSinkInlet<ByteString> responseBytes = new SubSinkInlet<>("WebSocketStage.http-responses");
+      requestBytes.setHandler(
+          new AbstractOutHandler() {
+            @Override
+            public void onPull() {
+              if (!buffer.isEmpty()) {
+                ByteString read = buffer;
+                buffer = ByteString.emptyByteString();
+                requestBytes.push(read);
+              } else if (isClosed(in)) {
+                requestBytes.complete();
+              } else {
+                pull(in);
+              }
+            }
+
+            @Override
+            public void onDownstreamFinish(Throwable cause) {
+              cancel(in, cause);
+            }
+          });
+      setHandler(
+          in,
+          new AbstractInHandler() {
+            @Override
+            public void onPush() {
+              requestBytes.push(grab(in)); // in is pulled only when requestBytes is
+            }
+
+            @Override
+            public void onUpstreamFinish() {
+              if (buffer.isEmpty()) requestBytes.complete(); // else once the buffer is taken
+            }
+
+            @Override
+            public void onUpstreamFailure(Throwable failure) {
+              requestBytes.fail(failure);
+            }
+          });
+      responseBytes.setHandler(
+          new AbstractInHandler() {
+            @Override
+            public void onPush() {
+              push(out, responseBytes.grab());
+            }
+
+            @Override
+            public void onUpstreamFinish() {
+              completeStage();
+            }
+
+            @Override
+            public void onUpstreamFailure(Throwable failure) {
+              failStage(failure);
+            }
+          });
+      setHandler(
+          out,
+          new AbstractOutHandler() {
+            @Override
+            public void onPull() {
+              responseBytes.pull();
+            }
+
+            @Override
+            public void onDownstreamFinish(Throwable cause) {
+              responseBytes.cancel(cause);
+              completeStage();
+            }
+          });
+      Source.fromGraph(requestBytes.source())
+          .via(httpServer.get())
+          .runWith(Sink.fromGraph(responseBytes.sink()), subFusingMaterializer());
+      if (isAvailable(out)) responseBytes.pull();
     }
 
     /**
