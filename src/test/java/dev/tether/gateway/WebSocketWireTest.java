@@ -17,6 +17,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.tether.testkit.OneNode;
+import dev.tether.testkit.RawHttp;
 import dev.tether.testkit.RawWebSocket;
 import dev.tether.testkit.RawWebSocket.End;
 import dev.tether.testkit.RawWebSocket.Frame;
@@ -544,6 +545,21 @@ class WebSocketWireTest {
       assertEquals(408, timedOut.status(), () -> "no request line in time: " + timedOut);
       silent.readBody(timedOut);
       assertNotEquals(End.TIMEOUT, silent.awaitEnd(Duration.ofSeconds(4)), "the gateway must close it");
+    }
+  }
+
+  /**
+   * 12g. An HTTP request whose first line arrives byte by byte is handed to the HTTP pipeline with
+   * every byte read while the gateway was still deciding, and the connection then serves more.
+   */
+  @Test
+  void anHttpRequestTricklingInIsServedWhole() {
+    try (RawWebSocket http = RawWebSocket.connect(node.port())) {
+      http.writeByteByByte(RawHttp.get(node.port(), "/health/alive"), Duration.ofMillis(1));
+      RawHttp.Response alive = RawHttp.read(http, Duration.ofSeconds(10));
+      assertEquals(200, alive.status(), () -> "trickled request: " + alive.head());
+      assertTrue(alive.body().contains("alive"), alive::body);
+      RawHttp.assertStillServes(http, node.port());
     }
   }
 
