@@ -27,6 +27,8 @@ import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
 import org.apache.pekko.cluster.typed.Cluster;
 import org.apache.pekko.http.javadsl.model.ContentTypes;
 import org.apache.pekko.http.javadsl.model.HttpEntities;
+import org.apache.pekko.http.javadsl.model.HttpEntity;
+import org.apache.pekko.http.javadsl.model.HttpRequest;
 import org.apache.pekko.http.javadsl.model.HttpResponse;
 import org.apache.pekko.http.javadsl.model.StatusCode;
 import org.apache.pekko.http.javadsl.model.StatusCodes;
@@ -73,8 +75,11 @@ public final class BackendApi extends AllDirectives {
     this.materializer = org.apache.pekko.stream.Materializer.matFromSystem(system);
   }
 
-  /** How long a request body may take to arrive, whole (pekko-http's idle timeout also applies). */
-  private static final Duration BODY_READ_TIMEOUT = Duration.ofSeconds(30);
+  /**
+   * How long a request body may take to arrive, whole: below pekko-http's request-timeout (20 s),
+   * so that a body that does not come is answered this JSON 408 rather than pekko-http's plain 503.
+   */
+  private static final Duration BODY_READ_TIMEOUT = Duration.ofSeconds(15);
 
   /** The API and operational routes (the WebSocket does not go through routes: see GatewayListener). */
   public Route route() {
@@ -84,7 +89,7 @@ public final class BackendApi extends AllDirectives {
             handleRejections(
                 rejectionHandler(),
                 () ->
-                    readWholeBody(
+                    readBodyFirst(
                         () ->
                             concat(
                                 pathPrefix("api", () -> authorized(() -> withValidIds(this::apiRoutes))),
@@ -96,34 +101,59 @@ public final class BackendApi extends AllDirectives {
   }
 
   /**
-   * Reads the whole request body before anything answers. pekko-http closes the connection after
-   * a response sent before its request's body was read (it could not tell where the next request
+   * Reads the request body before anything answers. pekko-http closes the connection after a
+   * response sent before its request's body was read (it could not tell where the next request
    * starts), and a backend still writing its body then gets a reset instead of the answer: the
    * 401 for a wrong token, the 404 for a wrong path, the 400 for a malformed id would reach it as
-   * a broken connection, and its pooled connection would be gone. Bodies are small (at most
-   * {@code max-body-bytes}), and every route that takes one reads it whole anyway.
+   * a broken connection, and its pooled connection would be gone.
+   *
+   * <p>Only a body a route may use is kept in memory: that of an authorized {@code /api} request
+   * (at most {@code max-body-bytes}; the routes that take a body read it whole anyway). Any other
+   * body (no or a wrong bearer token, a path outside {@code /api}) is read and dropped as it
+   * arrives, so a client without the token cannot make the node hold bodies.
    */
-  private Route readWholeBody(Supplier<Route> inner) {
-    return extractRequestEntity(
-        entity ->
-            entity.isStrict()
-                ? inner.get()
-                : onComplete(
-                    entity.toStrict(BODY_READ_TIMEOUT.toMillis(), materializer),
-                    read -> {
-                      if (read.isSuccess()) return mapRequest(request -> request.withEntity(read.get()), inner);
-                      Throwable failure = read.failed().get();
-                      if (failure instanceof EntityStreamSizeException) {
-                        return error(StatusCodes.PAYLOAD_TOO_LARGE, "too-large", "request body exceeds the limit");
-                      }
-                      if (failure instanceof java.util.concurrent.TimeoutException) {
-                        return error(
-                            StatusCodes.REQUEST_TIMEOUT,
-                            "request-timeout",
-                            "the request body did not arrive within " + BODY_READ_TIMEOUT.toSeconds() + " s");
-                      }
-                      return error(StatusCodes.BAD_REQUEST, "bad-request", "the request body could not be read");
-                    }));
+  private Route readBodyFirst(Supplier<Route> inner) {
+    return extractRequest(
+        request -> {
+          HttpEntity entity = request.entity();
+          if (entity.isStrict()) return inner.get();
+          if (!mayUseBody(request)) {
+            return onComplete(
+                entity.discardBytes(materializer).completionStage(),
+                read ->
+                    read.isSuccess()
+                        ? mapRequest(r -> r.withEntity(HttpEntities.EMPTY), inner)
+                        : bodyNotRead(read.failed().get()));
+          }
+          // The limit is the parser's max-content-length (= max-body-bytes, failing with
+          // EntityStreamSizeException); toStrict's own default (8 MiB) would cap a larger setting.
+          return onComplete(
+              entity.toStrict(BODY_READ_TIMEOUT.toMillis(), Long.MAX_VALUE, materializer),
+              read ->
+                  read.isSuccess()
+                      ? mapRequest(r -> r.withEntity(read.get()), inner)
+                      : bodyNotRead(read.failed().get()));
+        });
+  }
+
+  /** Whether a route may read this request's body: an {@code /api} call with the right bearer token (or in dev mode). */
+  private boolean mayUseBody(HttpRequest request) {
+    if (!request.getUri().path().startsWith("/api")) return false;
+    if (settings.authMode() != GatewaySettings.AuthMode.HMAC) return true;
+    return request.getHeader("Authorization").map(header -> bearerMatches(header.value())).orElse(false);
+  }
+
+  private Route bodyNotRead(Throwable failure) {
+    if (failure instanceof EntityStreamSizeException) {
+      return error(StatusCodes.PAYLOAD_TOO_LARGE, "too-large", "request body exceeds the limit");
+    }
+    if (failure instanceof java.util.concurrent.TimeoutException) {
+      return error(
+          StatusCodes.REQUEST_TIMEOUT,
+          "request-timeout",
+          "the request body did not arrive within " + BODY_READ_TIMEOUT.toSeconds() + " s");
+    }
+    return error(StatusCodes.BAD_REQUEST, "bad-request", "the request body could not be read");
   }
 
   /**

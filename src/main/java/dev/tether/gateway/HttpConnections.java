@@ -56,13 +56,15 @@ public final class HttpConnections {
     draining = true;
     for (Tracked connection : open) connection.closeIfIdle();
     if (open.isEmpty()) allClosed.complete(Done.getInstance());
-    return allClosed
-        .completeOnTimeout(Done.getInstance(), max.toMillis(), TimeUnit.MILLISECONDS)
-        .thenApply(
-            done -> {
+    // At the deadline whatever is still open is cut off, including a connection accepted before
+    // the port closed whose first request came only after the drain began (its answers carry
+    // Connection: close, but it was not there to be waited for).
+    CompletableFuture.delayedExecutor(max.toMillis(), TimeUnit.MILLISECONDS, Runnable::run)
+        .execute(
+            () -> {
               for (Tracked connection : open) connection.abort();
-              return done;
             });
+    return allClosed.completeOnTimeout(Done.getInstance(), max.toMillis(), TimeUnit.MILLISECONDS);
   }
 
   /** One HTTP connection: how many of its requests are in progress, and the switch that closes it. */

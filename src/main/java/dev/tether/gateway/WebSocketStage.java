@@ -18,6 +18,7 @@ import org.apache.pekko.stream.FlowShape;
 import org.apache.pekko.stream.Inlet;
 import org.apache.pekko.stream.Outlet;
 import org.apache.pekko.stream.QueueOfferResult;
+import org.apache.pekko.stream.SubscriptionWithCancelException;
 import org.apache.pekko.stream.javadsl.Flow;
 import org.apache.pekko.stream.javadsl.Sink;
 import org.apache.pekko.stream.javadsl.Source;
@@ -373,7 +374,10 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
 
             @Override
             public void onDownstreamFinish(Throwable cause) {
-              cancel(in, cause);
+              // pekko-http reads no more requests (Connection: close, or a graceful stop). Its last
+              // answers may still be on their way: TCP closes once it completes its output (below),
+              // not now, which would cut them off. Only a failure closes the connection at once.
+              if (!(cause instanceof SubscriptionWithCancelException.NonFailureCancellation)) cancel(in, cause);
             }
           });
       setHandler(
@@ -381,17 +385,20 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
           new AbstractInHandler() {
             @Override
             public void onPush() {
-              requestBytes.push(grab(in)); // in is pulled only when requestBytes is
+              ByteString chunk = grab(in); // in is pulled only when requestBytes is
+              if (!requestBytes.isClosed()) requestBytes.push(chunk); // else pekko-http wants no more
             }
 
             @Override
             public void onUpstreamFinish() {
-              if (buffer.isEmpty()) requestBytes.complete(); // else once the buffer is taken
+              // Once the buffer is taken if it holds bytes (see onPull above).
+              if (buffer.isEmpty() && !requestBytes.isClosed()) requestBytes.complete();
             }
 
             @Override
             public void onUpstreamFailure(Throwable failure) {
-              requestBytes.fail(failure);
+              if (requestBytes.isClosed()) failStage(failure);
+              else requestBytes.fail(failure);
             }
           });
       responseBytes.setHandler(

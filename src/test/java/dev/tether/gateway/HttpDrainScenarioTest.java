@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.tether.TetherNode;
+import dev.tether.testkit.Api;
 import dev.tether.testkit.RawHttp;
 import dev.tether.testkit.RawWebSocket;
 import dev.tether.testkit.TestDatabase;
@@ -49,7 +50,7 @@ class HttpDrainScenarioTest {
         try (JournalLock lock = new JournalLock(dbUrl)) {
           busy.write(RawHttp.post(node.port(), publishPath(welcome), "{\"data\":\"sent during the stop\"}"));
           answer = CompletableFuture.supplyAsync(() -> RawHttp.read(busy, AWAIT).head());
-          Thread.sleep(300);
+          lock.awaitAWriteWaiting();
           assertFalse(answer.isDone(), "the publish waits for the locked journal");
 
           stopped = CoordinatedShutdown.get(node.system()).runAll(CoordinatedShutdown.unknownReason());
@@ -83,7 +84,7 @@ class HttpDrainScenarioTest {
       try (RawWebSocket busy = RawWebSocket.connect(node.port());
           JournalLock lock = new JournalLock(dbUrl)) {
         busy.write(RawHttp.post(node.port(), publishPath(welcome), "{\"data\":\"stuck\"}"));
-        Thread.sleep(300);
+        lock.awaitAWriteWaiting();
         long start = System.nanoTime();
         CoordinatedShutdown.get(node.system()).runAll(CoordinatedShutdown.unknownReason());
         RawWebSocket.End end = busy.awaitEnd(AWAIT);
@@ -96,13 +97,18 @@ class HttpDrainScenarioTest {
     }
   }
 
-  /** A session whose client has gone: it is detached, and a publish to it is persisted. */
+  /**
+   * A session whose client has gone, its detach persisted (so that the only write waiting on the
+   * journal lock later is the publish): a publish to it is persisted.
+   */
   private static JsonNode sessionThatLeft(TetherNode node) {
+    JsonNode welcome;
     try (WsClient ws = WsClient.connect(node.port())) {
-      JsonNode welcome = ws.hello("drain-user");
+      welcome = ws.hello("drain-user");
       ws.drop();
-      return welcome;
     }
+    new Api(node.port()).awaitSessionState(welcome.get("sessionId").asText(), "detached", AWAIT);
+    return welcome;
   }
 
   private static String publishPath(JsonNode welcome) {
@@ -111,14 +117,35 @@ class HttpDrainScenarioTest {
 
   /** Holds an exclusive lock on the journal table: every session write waits until it is closed. */
   private static final class JournalLock implements AutoCloseable {
+    private final String dbUrl;
     private final Connection connection;
 
     JournalLock(String dbUrl) throws SQLException {
+      this.dbUrl = dbUrl;
       connection = DriverManager.getConnection(dbUrl, "postgres", "postgres");
       connection.setAutoCommit(false);
       try (var statement = connection.createStatement()) {
         statement.execute("LOCK TABLE event_journal IN EXCLUSIVE MODE");
       }
+    }
+
+    /** Waits until a session's write waits for this lock: the publish is in progress on the node. */
+    void awaitAWriteWaiting() throws Exception {
+      long deadline = System.nanoTime() + AWAIT.toNanos();
+      try (Connection observer = DriverManager.getConnection(dbUrl, "postgres", "postgres");
+          var query =
+              observer.prepareStatement(
+                  "SELECT count(*) FROM pg_locks l JOIN pg_class c ON l.relation = c.oid"
+                      + " WHERE c.relname = 'event_journal' AND NOT l.granted")) {
+        while (System.nanoTime() < deadline) {
+          try (var rows = query.executeQuery()) {
+            rows.next();
+            if (rows.getLong(1) > 0) return;
+          }
+          Thread.sleep(20);
+        }
+      }
+      throw new AssertionError("no write waited for the journal lock within " + AWAIT);
     }
 
     @Override
