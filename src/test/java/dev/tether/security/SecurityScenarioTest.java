@@ -186,6 +186,78 @@ class SecurityScenarioTest {
   }
 
   /**
+   * Every connection starts in one stage that reads the request line and hands HTTP connections
+   * to pekko-http with the bytes read so far. Requests cut at random points (the cut may fall
+   * inside the request line, between head and body, or inside a WebSocket frame), several of them
+   * pipelined on one connection, sometimes followed by a half-close: every request is answered,
+   * in order, the connection goes on serving, and every upgrade is welcomed.
+   */
+  @Test
+  void requestsCutAtRandomPointsAndPipelinedAreAllAnsweredInOrder() throws Exception {
+    Random random = new Random(11);
+    int port = node.port();
+    for (int round = 0; round < 120; round++) {
+      try (RawWebSocket connection = RawWebSocket.connect(port)) {
+        java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+        if (random.nextInt(4) == 0) {
+          bytes.write(RawWebSocket.request("GET", "/ws", RawWebSocket.upgradeHeaders(port, RawWebSocket.newKey())));
+          bytes.write(RawWebSocket.frame(RawWebSocket.TEXT, "{\"type\":\"hello\",\"user\":\"cut-%d\"}".formatted(round).getBytes(StandardCharsets.UTF_8)));
+          writeInRandomPieces(connection, bytes.toByteArray(), random);
+          RawWebSocket.HttpHead upgraded = connection.readHead();
+          assertEquals(101, upgraded.status(), () -> "upgrade: " + upgraded);
+          String welcome = connection.readText();
+          assertTrue(welcome.contains("\"welcome\""), welcome);
+          continue;
+        }
+        int requests = 1 + random.nextInt(4);
+        int[] expected = new int[requests];
+        for (int i = 0; i < requests; i++) {
+          switch (random.nextInt(4)) {
+            case 0 -> {
+              bytes.write(RawHttp.get(port, "/health/alive"));
+              expected[i] = 200;
+            }
+            case 1 -> {
+              bytes.write(RawHttp.post(port, "/api/sessions/s_nobody/messages", "{\"data\":" + random.nextInt() + "}"));
+              expected[i] = 404;
+            }
+            case 2 -> {
+              bytes.write(RawHttp.post(port, "/api/users/" + "u".repeat(200) + "/messages", "{\"data\":\"" + "y".repeat(random.nextInt(20_000)) + "\"}"));
+              expected[i] = 400;
+            }
+            default -> {
+              bytes.write(RawHttp.get(port, "/api/sessions/s_nobody"));
+              expected[i] = 404;
+            }
+          }
+        }
+        writeInRandomPieces(connection, bytes.toByteArray(), random);
+        boolean halfClose = random.nextBoolean();
+        if (halfClose) connection.shutdownOutput();
+        for (int i = 0; i < requests; i++) {
+          RawHttp.Response answer = RawHttp.read(connection, Duration.ofSeconds(10));
+          int index = i;
+          assertEquals(expected[i], answer.status(), () -> "request " + index + " of " + requests + ": " + answer.head() + " " + answer.body());
+        }
+        // After a half-close only the answers are checked: a half-closed connection does not end
+        // the exchange (RFC 9112, 9.6), and pekko-http closes it at once or at its idle timeout.
+        if (!halfClose) RawHttp.assertStillServes(connection, port);
+      }
+    }
+  }
+
+  private static void writeInRandomPieces(RawWebSocket connection, byte[] bytes, Random random) throws InterruptedException {
+    int at = 0;
+    while (at < bytes.length) {
+      int piece = Math.min(bytes.length - at, 1 + random.nextInt(random.nextBoolean() ? 8 : 4096));
+      connection.write(java.util.Arrays.copyOfRange(bytes, at, at + piece));
+      at += piece;
+      // A pause lets the node read what came so far: small pieces then arrive as small reads.
+      if (piece <= 8 ? random.nextBoolean() : random.nextInt(8) == 0) Thread.sleep(1 + random.nextInt(2));
+    }
+  }
+
+  /**
    * pekko-http closes a connection whose response went out before its request's body was read: a
    * backend still writing a large body would see a reset instead of the answer.
    */

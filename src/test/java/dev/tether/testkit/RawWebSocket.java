@@ -443,6 +443,15 @@ public final class RawWebSocket implements AutoCloseable {
     }
   }
 
+  /** Half-closes the connection: no more bytes from us (FIN), but the server's can still be read. */
+  public void shutdownOutput() {
+    try {
+      socket.shutdownOutput();
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+  }
+
   public void setReadTimeout(Duration timeout) {
     try {
       socket.setSoTimeout((int) timeout.toMillis());
