@@ -220,8 +220,8 @@ public final class InspectionStore {
   }
 
   /**
-   * Deletes history older than {@code historyRetention} and ended sessions not updated for
-   * {@code endedRetention}. Idempotent: every node runs it.
+   * Deletes history older than {@code historyRetention} and sessions that ended more than
+   * {@code endedRetention} ago. Idempotent: every node runs it.
    */
   public CompletionStage<Purged> purge(Duration historyRetention, Duration endedRetention) {
     return CompletableFuture.supplyAsync(
@@ -230,7 +230,7 @@ public final class InspectionStore {
           try (Connection c = dataSource.getConnection();
               PreparedStatement messages = c.prepareStatement("DELETE FROM message_history WHERE queued_at < ?");
               PreparedStatement sessions =
-                  c.prepareStatement("DELETE FROM session_index WHERE state = 'ended' AND updated_at < ?")) {
+                  c.prepareStatement("DELETE FROM session_index WHERE ended_at < ?")) {
             messages.setObject(1, OffsetDateTime.ofInstant(now.minus(historyRetention), ZoneOffset.UTC));
             sessions.setObject(1, OffsetDateTime.ofInstant(now.minus(endedRetention), ZoneOffset.UTC));
             return new Purged(messages.executeUpdate(), sessions.executeUpdate());

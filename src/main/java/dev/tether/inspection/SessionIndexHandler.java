@@ -175,11 +175,13 @@ final class SessionIndexHandler
             "UPDATE session_index SET "
                 + "ended_reason = CASE WHEN state = 'ended' THEN ended_reason ELSE ? END, "
                 + "updated_at = CASE WHEN state = 'ended' THEN updated_at ELSE ? END, "
+                + "ended_at = COALESCE(ended_at, ?), "
                 + "state = 'ended', grace_deadline = NULL, outbox_size = 0 "
                 + "WHERE session_id = ?")) {
       ps.setString(1, reason);
       ps.setObject(2, time(e.ts()));
-      ps.setString(3, sessionId);
+      ps.setObject(3, time(e.ts()));
+      ps.setString(4, sessionId);
       expectRow(ps.executeUpdate(), sessionId, e);
     }
   }

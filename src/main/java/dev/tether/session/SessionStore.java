@@ -119,11 +119,11 @@ public final class SessionStore {
         PreparedStatement snapshots = c.prepareStatement("DELETE FROM snapshot WHERE persistence_id = ?");
         PreparedStatement index =
             c.prepareStatement(
-                "INSERT INTO session_index(session_id, user_id, state, ended_reason, created_at, updated_at) "
-                    + "VALUES (?, ?, 'ended', ?, now(), now()) "
+                "INSERT INTO session_index(session_id, user_id, state, ended_reason, created_at, updated_at, ended_at) "
+                    + "VALUES (?, ?, 'ended', ?, now(), now(), now()) "
                     + "ON CONFLICT (session_id) DO UPDATE SET state = 'ended', "
                     + "ended_reason = EXCLUDED.ended_reason, grace_deadline = NULL, outbox_size = 0, "
-                    + "updated_at = now()")) {
+                    + "updated_at = now(), ended_at = COALESCE(session_index.ended_at, now())")) {
       tomb.setString(1, sessionId);
       tomb.setString(2, userId);
       tomb.setString(3, reason);

@@ -148,10 +148,12 @@ class InspectionHandlerTest {
     assertEquals("ended", ended.get("ended_reason"));
     assertEquals(0, ended.get("outbox_size"));
     assertEquals(T0 + 40, ended.get("updated_at"));
+    assertEquals(T0 + 40, ended.get("ended_at")); // the purge's clock
 
-    // The erase that follows keeps it ended, with the tombstone's reason.
+    // The erase that follows keeps it ended, with the tombstone's reason and its end time.
     sessionStore.erase(id, "ann", "ended", false).toCompletableFuture().get();
     assertEquals("ended", row(id).get("state"));
+    assertEquals(T0 + 40, row(id).get("ended_at"));
     assertEquals("ended", row(id).get("ended_reason"));
     assertEquals(List.of("1:lost", "2:acked", "3:acked", "4:open"), history(id), "history outlives the session");
   }

@@ -400,10 +400,10 @@ class InspectionScenarioTest {
               + "('" + prefix + "', 1, now() - interval '25 hours', 10, 'backend'), "
               + "('" + prefix + "', 2, now() - interval '1 hour', 10, 'backend')");
       s.executeUpdate(
-          "INSERT INTO session_index(session_id, user_id, state, created_at, updated_at) VALUES "
-              + "('" + prefix + "_old_ended', 'u', 'ended', now() - interval '9 days', now() - interval '8 days'), "
-              + "('" + prefix + "_new_ended', 'u', 'ended', now() - interval '9 days', now() - interval '1 day'), "
-              + "('" + prefix + "_old_live', 'u', 'detached', now() - interval '9 days', now() - interval '8 days')");
+          "INSERT INTO session_index(session_id, user_id, state, created_at, updated_at, ended_at) VALUES "
+              + "('" + prefix + "_old_ended', 'u', 'ended', now() - interval '9 days', now() - interval '8 days', now() - interval '8 days'), "
+              + "('" + prefix + "_new_ended', 'u', 'ended', now() - interval '9 days', now() - interval '1 day', now() - interval '1 day'), "
+              + "('" + prefix + "_old_live', 'u', 'detached', now() - interval '9 days', now() - interval '8 days', NULL)");
     }
     InspectionStore store = new InspectionStore(node.database().dataSource(), ForkJoinPool.commonPool());
     InspectionStore.Purged purged =
