@@ -15,8 +15,10 @@ ALTER TABLE session_index SET (fillfactor = 50);
 
 -- 2. updated_at changes with every event, and the purge's partial index on it made every
 -- session_index update a non-HOT one. The purge now keys on ended_at, set once when the session
--- ends and never changed after.
+-- ends and never changed after. Rows that ended before this migration (or on a node of the
+-- previous release during a rolling upgrade) have no ended_at: the purge also takes ended rows
+-- without one by their updated_at (InspectionStore.purge), so nothing is backfilled here and
+-- the table is locked only for one scan (the new index, empty at first).
 ALTER TABLE session_index ADD COLUMN IF NOT EXISTS ended_at TIMESTAMPTZ;
-UPDATE session_index SET ended_at = updated_at WHERE state = 'ended' AND ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS session_index_ended_at_idx ON session_index (ended_at) WHERE ended_at IS NOT NULL;
 DROP INDEX IF EXISTS session_index_ended_idx;

@@ -84,6 +84,7 @@ public final class GatewayListener {
                                 return Flow.of(ByteString.class)
                                     .via(tracked.incoming())
                                     .via(httpServer(system, httpSettings, peer, log, tracked, routes, idleTimeout))
+                                    .via(tracked.outgoing())
                                     .watchTermination(
                                         (notUsed, ended) -> {
                                           Asks.direct(ended).whenComplete((done, failure) -> tracked.closed());

@@ -67,14 +67,26 @@ public final class HttpConnections {
     return allClosed.completeOnTimeout(Done.getInstance(), max.toMillis(), TimeUnit.MILLISECONDS);
   }
 
-  /** One HTTP connection: how many of its requests are in progress, and the switch that closes it. */
+  /** One HTTP connection: how many of its requests are in progress, and the switches that close it. */
   final class Tracked {
-    private final SharedKillSwitch killSwitch = KillSwitches.shared("http-connection");
+    /** Ends the incoming requests: pekko-http answers what it has and closes the connection. */
+    private final SharedKillSwitch stopReading = KillSwitches.shared("http-connection-in");
+    /**
+     * Cuts the connection off, both ways. The incoming switch alone may no longer be running when
+     * the deadline comes (pekko-http stopped reading), while a stuck request still holds the
+     * connection: the outgoing side is what ends it then.
+     */
+    private final SharedKillSwitch cutOff = KillSwitches.shared("http-connection-out");
     private int inProgress; // guarded by this
 
-    /** Placed on the connection's incoming bytes: closing it ends the connection. */
+    /** Placed on the connection's incoming bytes. */
     Flow<ByteString, ByteString, NotUsed> incoming() {
-      return Flow.<ByteString>create().via(killSwitch.flow());
+      return Flow.<ByteString>create().via(stopReading.flow()).via(cutOff.flow());
+    }
+
+    /** Placed on the connection's outgoing bytes. */
+    Flow<ByteString, ByteString, NotUsed> outgoing() {
+      return Flow.<ByteString>create().via(cutOff.flow());
     }
 
     /**
@@ -103,11 +115,11 @@ public final class HttpConnections {
     }
 
     private synchronized void closeIfIdle() {
-      if (inProgress == 0) killSwitch.shutdown();
+      if (inProgress == 0) stopReading.shutdown();
     }
 
     private void abort() {
-      killSwitch.abort(new IllegalStateException("the server stopped before this connection's request finished"));
+      cutOff.abort(new IllegalStateException("the server stopped before this connection's request finished"));
     }
 
     /** Called once the connection's stream has ended, however it ended. */

@@ -229,10 +229,16 @@ public final class InspectionStore {
           Instant now = Instant.now();
           try (Connection c = dataSource.getConnection();
               PreparedStatement messages = c.prepareStatement("DELETE FROM message_history WHERE queued_at < ?");
+              // Rows ended before migration V6 (or by a node of an older release) have no
+              // ended_at: their updated_at is when they ended.
               PreparedStatement sessions =
-                  c.prepareStatement("DELETE FROM session_index WHERE ended_at < ?")) {
+                  c.prepareStatement(
+                      "DELETE FROM session_index WHERE ended_at < ? "
+                          + "OR (ended_at IS NULL AND state = 'ended' AND updated_at < ?)")) {
             messages.setObject(1, OffsetDateTime.ofInstant(now.minus(historyRetention), ZoneOffset.UTC));
-            sessions.setObject(1, OffsetDateTime.ofInstant(now.minus(endedRetention), ZoneOffset.UTC));
+            OffsetDateTime endedBefore = OffsetDateTime.ofInstant(now.minus(endedRetention), ZoneOffset.UTC);
+            sessions.setObject(1, endedBefore);
+            sessions.setObject(2, endedBefore);
             return new Purged(messages.executeUpdate(), sessions.executeUpdate());
           } catch (SQLException e) {
             throw new IllegalStateException("Could not purge the inspection read model", e);

@@ -403,19 +403,24 @@ class InspectionScenarioTest {
           "INSERT INTO session_index(session_id, user_id, state, created_at, updated_at, ended_at) VALUES "
               + "('" + prefix + "_old_ended', 'u', 'ended', now() - interval '9 days', now() - interval '8 days', now() - interval '8 days'), "
               + "('" + prefix + "_new_ended', 'u', 'ended', now() - interval '9 days', now() - interval '1 day', now() - interval '1 day'), "
-              + "('" + prefix + "_old_live', 'u', 'detached', now() - interval '9 days', now() - interval '8 days', NULL)");
+              + "('" + prefix + "_old_live', 'u', 'detached', now() - interval '9 days', now() - interval '8 days', NULL), "
+              // ended before migration V6 (no ended_at): purged by its updated_at
+              + "('" + prefix + "_old_legacy', 'u', 'ended', now() - interval '9 days', now() - interval '8 days', NULL), "
+              + "('" + prefix + "_new_legacy', 'u', 'ended', now() - interval '9 days', now() - interval '1 day', NULL)");
     }
     InspectionStore store = new InspectionStore(node.database().dataSource(), ForkJoinPool.commonPool());
     InspectionStore.Purged purged =
         store.purge(Duration.ofHours(24), Duration.ofDays(7)).toCompletableFuture().get();
     assertTrue(purged.messages() >= 1);
-    assertTrue(purged.sessions() >= 1);
+    assertTrue(purged.sessions() >= 2);
     String url = node.database().url();
     assertEquals(1, TestDatabase.count(url, "SELECT count(*) FROM message_history WHERE session_id = ?", prefix));
     assertEquals(
-        2,
+        3,
         TestDatabase.count(url, "SELECT count(*) FROM session_index WHERE session_id LIKE ?", prefix + "%"));
     assertEquals(
         0, TestDatabase.count(url, "SELECT count(*) FROM session_index WHERE session_id = ?", prefix + "_old_ended"));
+    assertEquals(
+        0, TestDatabase.count(url, "SELECT count(*) FROM session_index WHERE session_id = ?", prefix + "_old_legacy"));
   }
 }
