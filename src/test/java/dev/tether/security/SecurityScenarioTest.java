@@ -258,6 +258,40 @@ class SecurityScenarioTest {
   }
 
   /**
+   * The contract: a body over max-body-bytes gets 413, "answered, not a reset connection", also
+   * while the client is still sending it (a close with the client's bytes unread would be a reset,
+   * which can destroy the answer before the client reads it).
+   */
+  @Test
+  void anOversizedBodyIsAnswered413WhileTheClientIsStillSendingIt() throws Exception {
+    int declared = 4 * 1024 * 1024; // over the 1 MiB limit
+    byte[] piece = new byte[64 * 1024];
+    java.util.Arrays.fill(piece, (byte) 'x');
+    for (int attempt = 0; attempt < 3; attempt++) {
+      try (RawWebSocket connection = RawWebSocket.connect(node.port())) {
+        connection.write(RawHttp.postHead(node.port(), "/api/users/u/messages", declared, Map.of()));
+        // The whole body goes out from another thread while the answer is read here, as an HTTP
+        // client library does; a write failing on a reset connection just ends that thread.
+        Thread writer =
+            new Thread(
+                () -> {
+                  try {
+                    for (int sent = 0; sent < declared; sent += piece.length) connection.write(piece);
+                  } catch (RuntimeException resetOrClosed) {
+                    // what the assertions below are about
+                  }
+                });
+        writer.setDaemon(true);
+        writer.start();
+        RawHttp.Response tooLarge = RawHttp.read(connection, Duration.ofSeconds(10));
+        assertEquals(413, tooLarge.status(), () -> tooLarge.head() + " " + tooLarge.body());
+        writer.join(10_000);
+        assertEquals(RawWebSocket.End.EOF, connection.awaitEnd(Duration.ofSeconds(10)), "closed, not reset");
+      }
+    }
+  }
+
+  /**
    * pekko-http closes a connection whose response went out before its request's body was read: a
    * backend still writing a large body would see a reset instead of the answer.
    */
