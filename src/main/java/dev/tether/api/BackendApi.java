@@ -58,6 +58,12 @@ public final class BackendApi extends AllDirectives {
   private final Duration timeout;
   private final org.apache.pekko.stream.Materializer materializer;
 
+  /**
+   * How long a request body may take to arrive, whole: below pekko-http's request-timeout (20 s),
+   * so that a body that does not come is answered this JSON 408 rather than pekko-http's plain 503.
+   */
+  private static final Duration BODY_READ_TIMEOUT = Duration.ofSeconds(15);
+
   public BackendApi(
       ActorSystem<?> system,
       GatewaySettings settings,
@@ -74,12 +80,6 @@ public final class BackendApi extends AllDirectives {
     this.timeout = settings.askTimeout();
     this.materializer = org.apache.pekko.stream.Materializer.matFromSystem(system);
   }
-
-  /**
-   * How long a request body may take to arrive, whole: below pekko-http's request-timeout (20 s),
-   * so that a body that does not come is answered this JSON 408 rather than pekko-http's plain 503.
-   */
-  private static final Duration BODY_READ_TIMEOUT = Duration.ofSeconds(15);
 
   /** The API and operational routes (the WebSocket does not go through routes: see GatewayListener). */
   public Route route() {
@@ -158,7 +158,7 @@ public final class BackendApi extends AllDirectives {
 
   /**
    * A request for {@code /ws} reaches the routes only when it was not the first request on its
-   * TCP connection (GatewayListener decides once per connection, at its first request line): a
+   * TCP connection (WebSocketStage decides once per connection, at its first request line): a
    * proxy that reuses keep-alive connections to the gateway must open a new one per WebSocket.
    * The connection is closed so that the proxy's retry gets a fresh one.
    */

@@ -2,7 +2,6 @@ package dev.tether.gateway;
 
 import dev.tether.Asks;
 import java.net.InetSocketAddress;
-import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.Optional;
 import java.util.concurrent.CompletionStage;
@@ -129,16 +128,5 @@ public final class GatewayListener {
 
   private static String address(InetSocketAddress peer) {
     return peer.getAddress() == null ? "unknown" : peer.getAddress().getHostAddress();
-  }
-
-  /** Whether the request line asks for {@code /ws} (with or without a query), by any method. */
-  static boolean isWebSocketRequest(ByteString firstBytes) {
-    int lineEnd = firstBytes.indexOf((byte) '\r');
-    String line = firstBytes.take(lineEnd < 0 ? firstBytes.size() : lineEnd).decodeString(StandardCharsets.ISO_8859_1);
-    String[] parts = line.split(" ", 3);
-    if (parts.length < 2) return false;
-    String target = parts[1];
-    int query = target.indexOf('?');
-    return (query < 0 ? target : target.substring(0, query)).equals("/ws");
   }
 }

@@ -43,11 +43,6 @@ public final class HttpConnections {
     return connection;
   }
 
-  /** How many HTTP connections are open (WebSockets are not counted here). */
-  public int openCount() {
-    return open.size();
-  }
-
   /**
    * Closes the idle connections now and each busy one once its request is answered; completes when
    * all are closed, or after {@code max}, aborting the ones still open.

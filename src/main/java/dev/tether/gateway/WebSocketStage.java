@@ -133,6 +133,17 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
   /** The longest request line looked at to choose between WebSocket and HTTP. */
   private static final int MAX_REQUEST_LINE = 8 * 1024;
 
+  /** Whether the request line asks for {@code /ws} (with or without a query), by any method. */
+  static boolean isWebSocketRequest(ByteString bytes) {
+    int lineEnd = bytes.indexOf((byte) '\r');
+    String line = bytes.take(lineEnd < 0 ? bytes.size() : lineEnd).decodeString(StandardCharsets.ISO_8859_1);
+    String[] parts = line.split(" ", 3);
+    if (parts.length < 2) return false;
+    String target = parts[1];
+    int query = target.indexOf('?');
+    return (query < 0 ? target : target.substring(0, query)).equals("/ws");
+  }
+
   private enum State {
     /** Reading the HTTP upgrade request (or, until its first line is complete, any request). */
     HEAD,
@@ -307,7 +318,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
       if (!routeChosen) {
         if (!requestLineComplete && buffer.size() < MAX_REQUEST_LINE) return true;
         routeChosen = true;
-        if (!GatewayListener.isWebSocketRequest(buffer)) {
+        if (!isWebSocketRequest(buffer)) {
           handOverToHttp();
           return false;
         }
@@ -354,7 +365,6 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     private void handOverToHttp() {
       cancelTimer(HEAD_TIMER);
       state = State.HTTP;
-      outboxClosed = true;
       SubSourceOutlet<ByteString> requestBytes = new SubSourceOutlet<>("WebSocketStage.http-requests");
       SubSinkInlet<ByteString> responseBytes = new SubSinkInlet<>("WebSocketStage.http-responses");
       requestBytes.setHandler(

@@ -6,13 +6,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.tether.session.ClientProxy;
+import dev.tether.testkit.JournalLock;
 import dev.tether.testkit.OneNode;
 import dev.tether.testkit.RawWebSocket;
 import dev.tether.testkit.TestDatabase;
 import dev.tether.testkit.WsClient;
-import java.sql.Connection;
-import java.sql.DriverManager;
-import java.sql.SQLException;
 import java.time.Duration;
 import java.util.Map;
 import org.junit.jupiter.api.AfterEach;
@@ -51,7 +49,7 @@ class AdmissionScenarioTest {
         WsClient b = WsClient.connect(node.port());
         WsClient c = WsClient.connect(node.port())) {
       JsonNode welcomeA, welcomeB, welcomeC;
-      try (JournalLock lock = new JournalLock()) {
+      try (JournalLock lock = new JournalLock(node.database().url())) {
         takeTheOnlyPlace(a, "admission-a");
         sendHello(b, "admission-b");
         awaitAssert(AWAIT, () -> assertEquals(1, handshakes("waiting")));
@@ -75,7 +73,7 @@ class AdmissionScenarioTest {
     double busyBefore = busyFailures();
     try (WsClient a = WsClient.connect(node.port());
         WsClient b = WsClient.connect(node.port())) {
-      try (JournalLock lock = new JournalLock()) {
+      try (JournalLock lock = new JournalLock(node.database().url())) {
         takeTheOnlyPlace(a, "busy-a");
         long start = System.nanoTime();
         sendHello(b, "busy-b");
@@ -94,7 +92,7 @@ class AdmissionScenarioTest {
   void aWaitingClientThatGoesAwayGivesUpItsPlace() throws Exception {
     try (WsClient a = WsClient.connect(node.port());
         WsClient b = WsClient.connect(node.port())) {
-      try (JournalLock lock = new JournalLock()) {
+      try (JournalLock lock = new JournalLock(node.database().url())) {
         takeTheOnlyPlace(a, "leaver-a");
         sendHello(b, "leaver-b");
         awaitAssert(AWAIT, () -> assertEquals(1, handshakes("waiting")));
@@ -113,7 +111,7 @@ class AdmissionScenarioTest {
   void anUpgradeWaitsForItsTurnAndIsAnswered503WhenItWaitsTooLong() throws Exception {
     double busyBefore = busyFailures();
     try (WsClient a = WsClient.connect(node.port())) {
-      try (JournalLock lock = new JournalLock()) {
+      try (JournalLock lock = new JournalLock(node.database().url())) {
         takeTheOnlyPlace(a, "upgrade-a");
         long start = System.nanoTime();
         try (RawWebSocket refused = upgradeThatWaits(RawWebSocket.newKey())) {
@@ -139,7 +137,7 @@ class AdmissionScenarioTest {
   @Test
   void aWaitingUpgradeWhoseClientGoesAwayLeavesTheLine() throws Exception {
     try (WsClient a = WsClient.connect(node.port())) {
-      try (JournalLock lock = new JournalLock()) {
+      try (JournalLock lock = new JournalLock(node.database().url())) {
         takeTheOnlyPlace(a, "upgrade-leaver-a");
         upgradeThatWaits(RawWebSocket.newKey()).close();
         // Well before its turn timeout (4 s) would have taken it out of the line.
@@ -153,7 +151,7 @@ class AdmissionScenarioTest {
   @Test
   void aRefusedUpgradeIsAnsweredAtOnceWhenEveryPlaceIsTaken() throws Exception {
     try (WsClient a = WsClient.connect(node.port())) {
-      try (JournalLock lock = new JournalLock()) {
+      try (JournalLock lock = new JournalLock(node.database().url())) {
         takeTheOnlyPlace(a, "refusal-a");
         try (RawWebSocket refused = RawWebSocket.connect(node.port())) {
           Map<String, String> headers = RawWebSocket.upgradeHeaders(node.port(), RawWebSocket.newKey());
@@ -208,25 +206,5 @@ class AdmissionScenarioTest {
   private static long firstJournalRow(JsonNode welcome) {
     String persistenceId = ClientProxy.persistenceIdOf(welcome.get("sessionId").asText());
     return TestDatabase.queryLong(node.database().url(), "SELECT min(ordering) FROM event_journal WHERE persistence_id = ?", persistenceId);
-  }
-
-  /** Holds back every journal write (reads go on) until closed. */
-  private static final class JournalLock implements AutoCloseable {
-    private final Connection connection;
-
-    JournalLock() throws SQLException {
-      connection = DriverManager.getConnection(node.database().url(), "postgres", "postgres");
-      connection.setAutoCommit(false);
-      try (var statement = connection.createStatement()) {
-        statement.execute("LOCK TABLE event_journal IN EXCLUSIVE MODE");
-      }
-    }
-
-    @Override
-    public void close() throws SQLException {
-      if (connection.isClosed()) return; // closed early by the test
-      connection.rollback();
-      connection.close();
-    }
   }
 }

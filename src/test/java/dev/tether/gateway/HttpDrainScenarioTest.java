@@ -8,14 +8,12 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.tether.TetherNode;
 import dev.tether.testkit.Api;
+import dev.tether.testkit.JournalLock;
 import dev.tether.testkit.RawHttp;
 import dev.tether.testkit.RawWebSocket;
 import dev.tether.testkit.TestDatabase;
 import dev.tether.testkit.TestNodes;
 import dev.tether.testkit.WsClient;
-import java.sql.Connection;
-import java.sql.DriverManager;
-import java.sql.SQLException;
 import java.time.Duration;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
@@ -50,7 +48,7 @@ class HttpDrainScenarioTest {
         try (JournalLock lock = new JournalLock(dbUrl)) {
           busy.write(RawHttp.post(node.port(), publishPath(welcome), "{\"data\":\"sent during the stop\"}"));
           answer = CompletableFuture.supplyAsync(() -> RawHttp.read(busy, AWAIT).head());
-          lock.awaitAWriteWaiting();
+          lock.awaitAWriteWaiting(AWAIT);
           assertFalse(answer.isDone(), "the publish waits for the locked journal");
 
           stopped = CoordinatedShutdown.get(node.system()).runAll(CoordinatedShutdown.unknownReason());
@@ -84,7 +82,7 @@ class HttpDrainScenarioTest {
       try (RawWebSocket busy = RawWebSocket.connect(node.port());
           JournalLock lock = new JournalLock(dbUrl)) {
         busy.write(RawHttp.post(node.port(), publishPath(welcome), "{\"data\":\"stuck\"}"));
-        lock.awaitAWriteWaiting();
+        lock.awaitAWriteWaiting(AWAIT);
         long start = System.nanoTime();
         CoordinatedShutdown.get(node.system()).runAll(CoordinatedShutdown.unknownReason());
         RawWebSocket.End end = busy.awaitEnd(AWAIT);
@@ -113,45 +111,5 @@ class HttpDrainScenarioTest {
 
   private static String publishPath(JsonNode welcome) {
     return "/api/sessions/" + welcome.get("sessionId").asText() + "/messages";
-  }
-
-  /** Holds an exclusive lock on the journal table: every session write waits until it is closed. */
-  private static final class JournalLock implements AutoCloseable {
-    private final String dbUrl;
-    private final Connection connection;
-
-    JournalLock(String dbUrl) throws SQLException {
-      this.dbUrl = dbUrl;
-      connection = DriverManager.getConnection(dbUrl, "postgres", "postgres");
-      connection.setAutoCommit(false);
-      try (var statement = connection.createStatement()) {
-        statement.execute("LOCK TABLE event_journal IN EXCLUSIVE MODE");
-      }
-    }
-
-    /** Waits until a session's write waits for this lock: the publish is in progress on the node. */
-    void awaitAWriteWaiting() throws Exception {
-      long deadline = System.nanoTime() + AWAIT.toNanos();
-      try (Connection observer = DriverManager.getConnection(dbUrl, "postgres", "postgres");
-          var query =
-              observer.prepareStatement(
-                  "SELECT count(*) FROM pg_locks l JOIN pg_class c ON l.relation = c.oid"
-                      + " WHERE c.relname = 'event_journal' AND NOT l.granted")) {
-        while (System.nanoTime() < deadline) {
-          try (var rows = query.executeQuery()) {
-            rows.next();
-            if (rows.getLong(1) > 0) return;
-          }
-          Thread.sleep(20);
-        }
-      }
-      throw new AssertionError("no write waited for the journal lock within " + AWAIT);
-    }
-
-    @Override
-    public void close() throws SQLException {
-      connection.rollback();
-      connection.close();
-    }
   }
 }

@@ -70,13 +70,13 @@ class UpgradeRequestTest {
 
   @Test
   void theListenerSendsOnlyRequestsForTheWebSocketPathToTheWebSocketStage() {
-    assertTrue(GatewayListener.isWebSocketRequest(ByteString.fromString("GET /ws HTTP/1.1\r\nHost: x\r\n")));
-    assertTrue(GatewayListener.isWebSocketRequest(ByteString.fromString("GET /ws?v=1 HTTP/1.1\r\n")));
-    assertTrue(GatewayListener.isWebSocketRequest(ByteString.fromString("POST /ws HTTP/1.1\r\n")));
-    assertFalse(GatewayListener.isWebSocketRequest(ByteString.fromString("GET /wsx HTTP/1.1\r\n")));
-    assertFalse(GatewayListener.isWebSocketRequest(ByteString.fromString("GET /api/sessions HTTP/1.1\r\n")));
-    assertFalse(GatewayListener.isWebSocketRequest(ByteString.fromString("GET /health/ready HTTP/1.1\r\n")));
-    assertFalse(GatewayListener.isWebSocketRequest(ByteString.fromString("garbage")));
+    assertTrue(WebSocketStage.isWebSocketRequest(ByteString.fromString("GET /ws HTTP/1.1\r\nHost: x\r\n")));
+    assertTrue(WebSocketStage.isWebSocketRequest(ByteString.fromString("GET /ws?v=1 HTTP/1.1\r\n")));
+    assertTrue(WebSocketStage.isWebSocketRequest(ByteString.fromString("POST /ws HTTP/1.1\r\n")));
+    assertFalse(WebSocketStage.isWebSocketRequest(ByteString.fromString("GET /wsx HTTP/1.1\r\n")));
+    assertFalse(WebSocketStage.isWebSocketRequest(ByteString.fromString("GET /api/sessions HTTP/1.1\r\n")));
+    assertFalse(WebSocketStage.isWebSocketRequest(ByteString.fromString("GET /health/ready HTTP/1.1\r\n")));
+    assertFalse(WebSocketStage.isWebSocketRequest(ByteString.fromString("garbage")));
   }
 
   private static void assertStatus(int status, String head) {
