@@ -128,7 +128,7 @@ public final class TetherNode implements AutoCloseable {
     Delivery delivery = new Delivery(system, sessionSettings.askTimeout());
 
     ClientProxy.init(system, new ClientProxy.Dependencies(sessionSettings, store, delivery, Clock.systemUTC(), metrics));
-    Membership.init(system);
+    Membership.init(system, config.getDuration("tether.session.passivate-membership-after"));
     scheduleTombstonePurge(system, store, sessionSettings.tombstoneRetention());
     InspectionStore inspectionStore =
         InspectionProjection.init(system, database.dataSource(), InspectionSettings.from(config));

@@ -3,6 +3,7 @@ package dev.tether.session;
 import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonProperty;
 import dev.tether.CborSerializable;
+import java.time.Duration;
 import java.util.List;
 import java.util.Set;
 import java.util.TreeSet;
@@ -12,6 +13,7 @@ import org.apache.pekko.actor.typed.ActorSystem;
 import dev.tether.telemetry.TelemetryInterceptor;
 import org.apache.pekko.actor.typed.Behavior;
 import org.apache.pekko.actor.typed.MailboxSelector;
+import org.apache.pekko.cluster.sharding.typed.ClusterShardingSettings;
 import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
 import org.apache.pekko.cluster.sharding.typed.javadsl.Entity;
 import org.apache.pekko.cluster.sharding.typed.javadsl.EntityTypeKey;
@@ -77,13 +79,24 @@ public final class Membership
     }
   }
 
-  public static void init(ActorSystem<?> system) {
+  /**
+   * @param passivateAfter how long a member list that handles nothing stays in memory
+   *     ({@code tether.session.passivate-membership-after}): a user's index is touched only when
+   *     one of its sessions opens or ends, so without this it would sit beside every idle session
+   */
+  public static void init(ActorSystem<?> system, Duration passivateAfter) {
     ClusterSharding.get(system)
         .init(
             Entity.of(
                     ENTITY_TYPE_KEY,
                     ctx -> TelemetryInterceptor.instrument("Membership", Command.class, create(ctx.getEntityId())))
-                .withEntityProps(MailboxSelector.fromConfig("tether.telemetry.mailboxes.membership")));
+                .withEntityProps(MailboxSelector.fromConfig("tether.telemetry.mailboxes.membership"))
+                .withSettings(idlePassivation(ClusterShardingSettings.create(system), passivateAfter)));
+  }
+
+  private static ClusterShardingSettings idlePassivation(ClusterShardingSettings settings, Duration after) {
+    return settings.withPassivationStrategy(
+        settings.passivationStrategySettings().withIdleEntityPassivation(after));
   }
 
   public static Behavior<Command> create(String groupId) {

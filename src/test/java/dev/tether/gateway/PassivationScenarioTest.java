@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.tether.TetherNode;
 import dev.tether.session.ClientProxy;
+import dev.tether.session.Membership;
 import dev.tether.testkit.Api;
 import dev.tether.testkit.Eventually;
 import dev.tether.testkit.TestDatabase;
@@ -23,6 +24,7 @@ import org.apache.pekko.cluster.sharding.ShardRegion;
 import org.apache.pekko.cluster.sharding.typed.ClusterShardingQuery;
 import org.apache.pekko.cluster.sharding.typed.GetShardRegionState;
 import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
+import org.apache.pekko.cluster.sharding.typed.javadsl.EntityTypeKey;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -36,6 +38,7 @@ class PassivationScenarioTest {
   private static final Duration GRACE = Duration.ofSeconds(4);
   private static final Duration PASSIVATE_AFTER = Duration.ofMillis(300);
   private static final Duration SWEEP_INTERVAL = Duration.ofMillis(300);
+  private static final Duration PASSIVATE_MEMBERSHIP_AFTER = Duration.ofMillis(600);
   private static String dbUrl;
   private static TetherNode node;
   private static Api api;
@@ -49,7 +52,8 @@ class PassivationScenarioTest {
             Map.of(
                 "tether.session.grace", GRACE.toMillis() + "ms",
                 "tether.session.passivate-detached-after", PASSIVATE_AFTER.toMillis() + "ms",
-                "tether.session.grace-sweeper.interval", SWEEP_INTERVAL.toMillis() + "ms"));
+                "tether.session.grace-sweeper.interval", SWEEP_INTERVAL.toMillis() + "ms",
+                "tether.session.passivate-membership-after", PASSIVATE_MEMBERSHIP_AFTER.toMillis() + "ms"));
     api = new Api(node.port());
   }
 
@@ -124,6 +128,27 @@ class PassivationScenarioTest {
     }
   }
 
+  @Test
+  void anIdleUsersSessionIndexLeavesMemoryAndStillFansOut() {
+    try (WsClient ws = WsClient.connect(node.port())) {
+      String id = ws.hello("quiet-user").get("sessionId").asText();
+      // The user's index (Membership "user:quiet-user") was written when the session opened.
+      awaitAssert(
+          Duration.ofSeconds(10),
+          () -> assertFalse(running(Membership.ENTITY_TYPE_KEY).contains(Membership.userId("quiet-user")), "index left memory"));
+      assertTrue(inMemory(id), "the attached session stays");
+
+      // A publish to the user reads the index back from the journal and reaches the session.
+      Api.Response answer = api.post("/api/users/quiet-user/messages", "{\"data\":{\"n\":1}}");
+      assertEquals(202, answer.status(), answer.body());
+      assertEquals(1, answer.json().get("sessions").asInt(), answer.body());
+      JsonNode msg = ws.expect("msg");
+      assertEquals(1, msg.get("seq").asLong());
+      assertEquals(1, msg.get("data").get("n").asInt());
+      ws.expectNoFrame(Duration.ofMillis(300));
+    }
+  }
+
   private static long expiredTombstones(String sessionId) {
     return TestDatabase.count(
         dbUrl, "SELECT count(*) FROM session_tombstones WHERE session_id = ? AND reason = 'expired'", sessionId);
@@ -131,18 +156,21 @@ class PassivationScenarioTest {
 
   /** Whether the node's shard region runs the session's entity (asking its state would wake it). */
   private static boolean inMemory(String sessionId) {
+    return running(ClientProxy.ENTITY_TYPE_KEY).contains(sessionId);
+  }
+
+  /** The entities of one type that this node's shard region runs now. */
+  private static Set<String> running(EntityTypeKey<?> type) {
     try {
       ShardRegion.CurrentShardRegionState state =
           AskPattern.<ClusterShardingQuery, ShardRegion.CurrentShardRegionState>ask(
                   ClusterSharding.get(node.system()).shardState(),
-                  replyTo -> new GetShardRegionState(ClientProxy.ENTITY_TYPE_KEY, replyTo),
+                  replyTo -> new GetShardRegionState(type, replyTo),
                   Duration.ofSeconds(5),
                   node.system().scheduler())
               .toCompletableFuture()
               .get(6, TimeUnit.SECONDS);
-      Set<String> running =
-          state.getShards().stream().flatMap(s -> s.getEntityIds().stream()).collect(Collectors.toSet());
-      return running.contains(sessionId);
+      return state.getShards().stream().flatMap(s -> s.getEntityIds().stream()).collect(Collectors.toSet());
     } catch (Exception e) {
       throw new AssertionError("shard region state", e);
     }

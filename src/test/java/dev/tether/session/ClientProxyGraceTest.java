@@ -76,7 +76,7 @@ class ClientProxyGraceTest {
     testKit = ActorTestKit.create("ClientProxyGraceTest", ManualTime.config().withFallback(SessionTestSystems.config(1)));
     manualTime = ManualTime.get(testKit.system());
     SessionTestSystems.joinSelf(testKit.system());
-    Membership.init(testKit.system());
+    Membership.init(testKit.system(), Duration.ofSeconds(30));
     delivery = new Delivery(testKit.system(), SETTINGS.askTimeout());
     warmUpSharding();
   }

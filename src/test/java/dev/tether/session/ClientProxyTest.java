@@ -111,7 +111,7 @@ class ClientProxyTest {
     database = Database.connect(dbUrl, "postgres", "postgres");
     testKit = ActorTestKit.create("ClientProxyTest", SessionTestSystems.config(10));
     SessionTestSystems.joinSelf(testKit.system());
-    Membership.init(testKit.system());
+    Membership.init(testKit.system(), Duration.ofSeconds(30));
     delivery = new Delivery(testKit.system(), SETTINGS.askTimeout());
     // Other sessions (the peers of upstream messages) live behind sharding, as in production.
     ClientProxy.init(
