@@ -704,18 +704,18 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     }
 
     private ByteString drainFrames() {
-      ByteStringBuilder builder = null;
+      ByteString bytes = ByteString.emptyByteString();
       String json;
-      while (builder == null || builder.length() < MAX_WRITE_BYTES) {
+      while (bytes.length() < MAX_WRITE_BYTES) {
         json = frames.poll();
         if (json == null) break;
         queued.decrementAndGet();
         closeSignal.dequeued(json.length());
         byte[] utf8 = json.getBytes(StandardCharsets.UTF_8);
-        if (builder == null) builder = new ByteStringBuilder();
-        appendFrame(builder, OP_TEXT, utf8, 0, utf8.length);
+        ByteString frame = frame(OP_TEXT, utf8, 0, utf8.length);
+        bytes = bytes.isEmpty() ? frame : bytes.concat(frame);
       }
-      return builder == null ? ByteString.emptyByteString() : builder.result();
+      return bytes;
     }
 
     /** Our close frame, with the code the connection chose; from now on only the client's close is awaited. */
@@ -819,6 +819,9 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
 
   /** The text, or null when {@code bytes} from {@code offset} on are not valid UTF-8. */
   private static String decodeUtf8(byte[] bytes, int offset) {
+    // Most frames are plain ASCII (every heartbeat is): that is valid UTF-8 as it stands and
+    // becomes a string in one copy, without a strict decoder and its buffer per frame.
+    if (isAscii(bytes, offset)) return new String(bytes, offset, bytes.length - offset, StandardCharsets.ISO_8859_1);
     try {
       return StandardCharsets.UTF_8
           .newDecoder()
@@ -831,6 +834,11 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
     }
   }
 
+  private static boolean isAscii(byte[] bytes, int offset) {
+    for (int i = offset; i < bytes.length; i++) if (bytes[i] < 0) return false;
+    return true;
+  }
+
   /** Codes a close frame may carry (RFC 6455 section 7.4; 1012-1014 registered with IANA since). */
   static boolean isValidCloseCode(int code) {
     return (code >= 1000 && code <= 1014 && code != 1004 && code != 1005 && code != 1006)
@@ -839,33 +847,34 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
 
   /** The payload of a client frame, unmasked (RFC 6455 section 5.3). */
   private static byte[] unmask(ByteString buffer, int maskOffset, int payloadOffset, int length) {
-    byte[] mask = buffer.slice(maskOffset, maskOffset + 4).toArray();
     byte[] payload = buffer.slice(payloadOffset, payloadOffset + length).toArray();
+    if (payload.length == 0) return payload;
+    byte[] mask = buffer.slice(maskOffset, maskOffset + 4).toArray();
     for (int i = 0; i < payload.length; i++) payload[i] ^= mask[i & 3];
     return payload;
   }
 
-  /** A whole, unmasked server frame. */
+  /**
+   * A whole, unmasked server frame (RFC 6455 section 5.2), built in one array of its exact size:
+   * most writes are one small frame (a message, a pong), and a growable builder per write cost
+   * more than the frame itself.
+   */
   static ByteString frame(int opcode, byte[] payload, int offset, int length) {
-    ByteStringBuilder builder = new ByteStringBuilder();
-    appendFrame(builder, opcode, payload, offset, length);
-    return builder.result();
-  }
-
-  /** Appends a whole, unmasked server frame (RFC 6455 section 5.2) to {@code builder}. */
-  static void appendFrame(ByteStringBuilder builder, int opcode, byte[] payload, int offset, int length) {
-    builder.putByte((byte) (0x80 | opcode));
+    int header = length < 126 ? 2 : length <= 0xFFFF ? 4 : 10;
+    byte[] bytes = new byte[header + length];
+    bytes[0] = (byte) (0x80 | opcode);
     if (length < 126) {
-      builder.putByte((byte) length);
+      bytes[1] = (byte) length;
     } else if (length <= 0xFFFF) {
-      builder.putByte((byte) 126);
-      builder.putByte((byte) (length >> 8));
-      builder.putByte((byte) length);
+      bytes[1] = (byte) 126;
+      bytes[2] = (byte) (length >> 8);
+      bytes[3] = (byte) length;
     } else {
-      builder.putByte((byte) 127);
-      builder.putLong(length, java.nio.ByteOrder.BIG_ENDIAN);
+      bytes[1] = (byte) 127;
+      for (int i = 0; i < 8; i++) bytes[2 + i] = (byte) ((long) length >>> (56 - 8 * i));
     }
-    builder.putBytes(payload, offset, length);
+    System.arraycopy(payload, offset, bytes, header, length);
+    return ByteString.fromArrayUnsafe(bytes);
   }
 
   /**

@@ -85,4 +85,29 @@ class UpgradeRequestTest {
     assertTrue(outcome.response().startsWith("HTTP/1.1 " + status + " "), outcome.response());
     assertTrue(outcome.response().contains("Connection: close\r\n"));
   }
+
+  @Test
+  void serverFramesCarryTheirLengthInTheShortestFormOfRfc6455() {
+    for (int length : new int[] {0, 1, 125, 126, 127, 65_535, 65_536, 200_000}) {
+      byte[] payload = new byte[length + 6];
+      for (int i = 0; i < payload.length; i++) payload[i] = (byte) (i * 31 + 7);
+      ByteString frame = WebSocketStage.frame(0x1, payload, 3, length); // a slice of the array
+      int header = length < 126 ? 2 : length <= 0xFFFF ? 4 : 10;
+      assertEquals(header + length, frame.length(), "length " + length);
+      assertEquals((byte) 0x81, frame.apply(0), "FIN + text, length " + length);
+      long encoded;
+      if (header == 2) {
+        encoded = frame.apply(1);
+      } else if (header == 4) {
+        assertEquals(126, frame.apply(1) & 0xFF);
+        encoded = ((frame.apply(2) & 0xFF) << 8) | (frame.apply(3) & 0xFF);
+      } else {
+        assertEquals(127, frame.apply(1) & 0xFF);
+        encoded = 0;
+        for (int i = 2; i < 10; i++) encoded = (encoded << 8) | (frame.apply(i) & 0xFF);
+      }
+      assertEquals(length, encoded, "the unmasked length field (no mask bit), length " + length);
+      for (int i = 0; i < length; i++) assertEquals(payload[3 + i], frame.apply(header + i), "payload byte " + i);
+    }
+  }
 }

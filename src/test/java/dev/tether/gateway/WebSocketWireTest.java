@@ -525,6 +525,24 @@ class WebSocketWireTest {
     }
   }
 
+  /** 13b. Text beyond ASCII (2-, 3- and 4-byte UTF-8) arrives intact both ways. */
+  @Test
+  void multiByteUtf8ArrivesIntactBothWays() {
+    String user = "zoë-日本-\uD83D\uDE00";
+    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
+      ws.sendText(hello(user));
+      JsonNode welcome = expect(ws, "welcome");
+      assertEquals(user, welcome.path("user").asText(), () -> "welcome " + welcome);
+      String sessionId = welcome.path("sessionId").asText();
+      ws.sendText("{\"type\":\"ping\",\"note\":\"" + user + "\"}");
+      expect(ws, "pong");
+      long seq = node.api().publishToSession(sessionId, "\"" + user + "\"");
+      JsonNode message = expect(ws, "msg");
+      assertEquals(seq, message.path("seq").asLong());
+      assertEquals(user, message.path("data").asText());
+    }
+  }
+
   /** 12c. GET /ws without the upgrade headers, and POST /ws, are client errors. */
   @Test
   void plainGetAndPostOnWsAreClientErrors() {

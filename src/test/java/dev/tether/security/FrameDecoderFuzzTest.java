@@ -1,5 +1,6 @@
 package dev.tether.security;
 
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -8,6 +9,7 @@ import dev.tether.gateway.FrameCodec;
 import net.jqwik.api.Arbitraries;
 import net.jqwik.api.Arbitrary;
 import net.jqwik.api.Combinators;
+import net.jqwik.api.Example;
 import net.jqwik.api.ForAll;
 import net.jqwik.api.Property;
 import net.jqwik.api.Provide;
@@ -43,6 +45,15 @@ class FrameDecoderFuzzTest {
   @Property(tries = 250_000, shrinking = ShrinkingMode.OFF)
   void mutatedValidFramesNeverBreakTheDecoder(@ForAll("mutatedValid") String text) {
     checkInvariants(FrameCodec.decode(text));
+  }
+
+  @Example
+  void aPingDecodesTheSameWhateverItsSpelling() {
+    for (String ping : new String[] {"{\"type\":\"ping\"}", " {\"type\": \"ping\"}\n", "{\"type\":\"ping\",\"t\":1}"}) {
+      assertInstanceOf(ClientFrame.Ping.class, FrameCodec.decode(ping), ping);
+    }
+    assertInstanceOf(ClientFrame.Bad.class, FrameCodec.decode("{\"type\":\"ping\"}}"));
+    assertInstanceOf(ClientFrame.Bad.class, FrameCodec.decode("{\"type\":\"PING\"}"));
   }
 
   /** What any decoded frame must satisfy before it may reach a session. */
