@@ -170,6 +170,7 @@ public final class TetherNode implements AutoCloseable {
                 dev.tether.gateway.WebSocketStage.Limits.from(gatewaySettings),
                 admission,
                 Connection.starter(system, connectionDeps),
+                metrics,
                 httpConnections)
             .toCompletableFuture()
             .join();

@@ -1,6 +1,7 @@
 package dev.tether.gateway;
 
 import dev.tether.Asks;
+import dev.tether.telemetry.TetherMetrics;
 import java.net.InetSocketAddress;
 import java.time.Duration;
 import java.util.Optional;
@@ -57,6 +58,7 @@ public final class GatewayListener {
       WebSocketStage.Limits webSocketLimits,
       HandshakeAdmission admission,
       WebSocketStage.ConnectionStarter webSockets,
+      TetherMetrics metrics,
       HttpConnections httpConnections) {
     ServerSettings httpSettings = ServerSettings.create(system.settings().config());
     LoggingAdapter log = Logging.getLogger(system.classicSystem(), GatewayListener.class);
@@ -78,6 +80,7 @@ public final class GatewayListener {
                               webSocketLimits,
                               admission,
                               webSockets,
+                              metrics,
                               () -> {
                                 HttpConnections.Tracked tracked = httpConnections.open();
                                 return Flow.of(ByteString.class)

@@ -1,5 +1,6 @@
 package dev.tether.gateway;
 
+import dev.tether.telemetry.TetherMetrics;
 import java.nio.ByteBuffer;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
@@ -48,6 +49,10 @@ import org.apache.pekko.util.ByteStringBuilder;
  * HTTP is made here rather than by a stage in front of it, which for every WebSocket kept a
  * second stage, a sub-stream and its interpreter alive (docs/BENCHMARKS.md, tenth session).
  *
+ * <p>Heartbeats stay here: RFC 6455 pings and the SDKs' {@code {"type":"ping"}} are answered by
+ * the stage itself (noted in {@link CloseSignal} for the actor's heartbeat deadline), so an idle
+ * socket costs its actor nothing.
+ *
  * <p>Towards the actor: one {@link Connection.FrameReceived} at a time (the next one only after the
  * actor's {@link Connection.StreamAck}, and TCP is not read meanwhile, so a flooding client is
  * slowed by TCP), and {@link Connection.StreamEnded} when the socket is gone. The first frame goes
@@ -69,6 +74,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
   public record Limits(
       int maxFrameBytes,
       int outgoingBuffer,
+      long outgoingBufferBytes,
       boolean trustForwardedFor,
       Duration headTimeout,
       Duration closeTimeout,
@@ -77,6 +83,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
       return new Limits(
           settings.maxFrameBytes(),
           settings.outgoingBuffer(),
+          settings.outgoingBufferBytes(),
           settings.trustForwardedFor(),
           settings.handshakeTimeout(),
           Duration.ofSeconds(3),
@@ -101,6 +108,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
   private final Limits limits;
   private final HandshakeAdmission admission;
   private final ConnectionStarter starter;
+  private final TetherMetrics metrics;
   private final Supplier<Flow<ByteString, ByteString, NotUsed>> httpServer;
 
   /**
@@ -112,11 +120,13 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
       Limits limits,
       HandshakeAdmission admission,
       ConnectionStarter starter,
+      TetherMetrics metrics,
       Supplier<Flow<ByteString, ByteString, NotUsed>> httpServer) {
     this.peer = peer;
     this.limits = limits;
     this.admission = admission;
     this.starter = starter;
+    this.metrics = metrics;
     this.httpServer = httpServer;
   }
 
@@ -602,14 +612,42 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
         protocolError(1007, "text frame is not valid UTF-8");
         return;
       }
-      deliver(FrameCodec.decode(text));
+      ClientFrame frame = FrameCodec.decode(text);
+      if (frame instanceof ClientFrame.Ping && answerPing()) return;
+      deliver(frame);
+    }
+
+    /**
+     * Answers an app-level ping here, without a round trip through the connection actor: on an
+     * idle node heartbeats are nearly all the traffic. Only while the pong fits the outgoing
+     * buffer (count and characters, as the actor's own writes); otherwise the actor gets the
+     * ping like any frame, and closes the slow consumer (4009) and releases its session.
+     */
+    private boolean answerPing() {
+      if (state != State.OPEN || connection == null || outboxClosed || closeRequest != 0) return false;
+      String pong = FrameCodec.PONG;
+      if (closeSignal.queued(pong.length()) > limits.outgoingBufferBytes()) {
+        closeSignal.dequeued(pong.length());
+        return false;
+      }
+      if (queued.incrementAndGet() > limits.outgoingBuffer()) {
+        queued.decrementAndGet();
+        closeSignal.dequeued(pong.length());
+        return false;
+      }
+      frames.add(pong);
+      closeSignal.clientHeard();
+      metrics.frameIn();
+      metrics.frameOut();
+      write();
+      return true;
     }
 
     private void onControlFrame(int opcode, byte[] payload) {
       switch (opcode) {
         case OP_PING -> {
           // Hearing from the client, as much as a frame is (PROTOCOL.md 5).
-          closeSignal.protocolPingReceived();
+          closeSignal.clientHeard();
           if (state == State.OPEN) writeControl(frame(OP_PONG, payload, 0, payload.length));
         }
         case OP_PONG -> {} // Tether sends no pings of its own: nothing to match

@@ -23,6 +23,7 @@ import dev.tether.testkit.RawWebSocket.End;
 import dev.tether.testkit.RawWebSocket.Frame;
 import dev.tether.testkit.RawWebSocket.HttpHead;
 import dev.tether.testkit.RawWebSocket.Length;
+import dev.tether.testkit.WsClient;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.Arrays;
@@ -349,6 +350,49 @@ class WebSocketWireTest {
     try (RawWebSocket other = RawWebSocket.open(node.port())) {
       other.sendText(hello("wire-after-flood"));
       expectWelcome(other, "wire-after-flood");
+    }
+  }
+
+  /**
+   * 8'''. The same flood of the SDKs' {@code {"type":"ping"}}, which the stage answers without its
+   * actor: once the pongs fill the outgoing buffer the actor gets the ping, closes the slow
+   * consumer with 4009 and releases its session, which resumes.
+   */
+  @Test
+  void appPingsFromAClientThatNeverReadsCloseItWith4009AndKeepTheSession() throws Exception {
+    JsonNode welcome;
+    try (RawWebSocket ws = RawWebSocket.open(node.port())) {
+      ws.sendText(hello("wire-app-flood"));
+      welcome = expect(ws, "welcome");
+      byte[] ping = RawWebSocket.textFrame("{\"type\":\"ping\"}");
+      byte[] burst = new byte[ping.length * 500];
+      for (int i = 0; i < 500; i++) System.arraycopy(ping, 0, burst, i * ping.length, ping.length);
+      long limit = 1L << 28;
+      java.util.concurrent.atomic.AtomicLong written = new java.util.concurrent.atomic.AtomicLong();
+      Thread writer =
+          new Thread(
+              () -> {
+                while (written.get() < limit && ws.tryWrite(burst)) written.addAndGet(burst.length);
+              });
+      writer.setDaemon(true);
+      writer.start();
+      // Only now read: every pong the kernel held, then the close.
+      Frame frame;
+      long pongs = 0;
+      do {
+        frame = ws.readFrame();
+        if (frame.opcode() == TEXT) {
+          assertEquals("pong", JSON.readTree(frame.text()).path("type").asText(), frame::toString);
+          pongs++;
+        }
+      } while (frame.opcode() != CLOSE);
+      assertEquals(4009, frame.closeCode(), frame.toString());
+      assertTrue(pongs > 0, "the pings were answered until the buffer was full");
+      assertTrue(written.get() < limit, "the flood was not read without bound");
+    }
+    node.api().awaitSessionState(welcome.path("sessionId").asText(), "detached", Duration.ofSeconds(10));
+    try (WsClient again = WsClient.connect(node.port())) {
+      assertTrue(again.resume(welcome, 0).get("resumed").asBoolean());
     }
   }
 
