@@ -128,7 +128,12 @@ public final class TetherNode implements AutoCloseable {
     Delivery delivery = new Delivery(system, sessionSettings.askTimeout());
 
     ClientProxy.init(system, new ClientProxy.Dependencies(sessionSettings, store, delivery, Clock.systemUTC(), metrics));
-    Membership.init(system, config.getDuration("tether.session.passivate-membership-after"));
+    Duration passivateMembershipAfter = config.getDuration("tether.session.passivate-membership-after");
+    if (passivateMembershipAfter.isZero() || passivateMembershipAfter.isNegative()) {
+      throw new IllegalArgumentException(
+          "tether.session.passivate-membership-after must be positive, got " + passivateMembershipAfter);
+    }
+    Membership.init(system, passivateMembershipAfter);
     scheduleTombstonePurge(system, store, sessionSettings.tombstoneRetention());
     InspectionStore inspectionStore =
         InspectionProjection.init(system, database.dataSource(), InspectionSettings.from(config));

@@ -3,6 +3,7 @@ package dev.tether.gateway;
 import static dev.tether.testkit.Eventually.awaitAssert;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -147,6 +148,15 @@ class PassivationScenarioTest {
       assertEquals(1, msg.get("data").get("n").asInt());
       ws.expectNoFrame(Duration.ofMillis(300));
     }
+  }
+
+  @Test
+  void aNodeRefusesToStartWithoutAPositiveMembershipPassivation() {
+    IllegalArgumentException refused =
+        assertThrows(
+            IllegalArgumentException.class,
+            () -> TestNodes.start(dbUrl, Map.of("tether.session.passivate-membership-after", "0s")));
+    assertTrue(refused.getMessage().contains("tether.session.passivate-membership-after"), refused.getMessage());
   }
 
   private static long expiredTombstones(String sessionId) {
