@@ -29,6 +29,7 @@ import java.time.Duration;
 import java.util.Arrays;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -320,18 +321,8 @@ class WebSocketWireTest {
   @Test
   void pingsFromAClientThatNeverReadsAreNotReadWithoutBound() throws Exception {
     try (RawWebSocket ws = openWelcomed("wire-flood")) {
-      byte[] ping = frame(PING, new byte[125]);
-      byte[] burst = new byte[ping.length * 500];
-      for (int i = 0; i < 500; i++) System.arraycopy(ping, 0, burst, i * ping.length, ping.length);
       long limit = 1L << 30; // 1 GiB: what a server buffering every pong would read in seconds
-      java.util.concurrent.atomic.AtomicLong written = new java.util.concurrent.atomic.AtomicLong();
-      Thread writer =
-          new Thread(
-              () -> {
-                while (written.get() < limit && ws.tryWrite(burst)) written.addAndGet(burst.length);
-              });
-      writer.setDaemon(true);
-      writer.start();
+      AtomicLong written = floodInBackground(ws, frame(PING, new byte[125]), limit);
       // TCP's buffers fill both ways, then the server stops reading and our writes block.
       long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
       long before = -1;
@@ -354,6 +345,24 @@ class WebSocketWireTest {
   }
 
   /**
+   * Writes {@code frame} in bursts of 500 from a daemon thread until {@code limit} bytes are
+   * written or a write fails; returns the count of bytes written so far, updated as it goes.
+   */
+  private static AtomicLong floodInBackground(RawWebSocket ws, byte[] frame, long limit) {
+    byte[] burst = new byte[frame.length * 500];
+    for (int i = 0; i < 500; i++) System.arraycopy(frame, 0, burst, i * frame.length, frame.length);
+    AtomicLong written = new AtomicLong();
+    Thread writer =
+        new Thread(
+            () -> {
+              while (written.get() < limit && ws.tryWrite(burst)) written.addAndGet(burst.length);
+            });
+    writer.setDaemon(true);
+    writer.start();
+    return written;
+  }
+
+  /**
    * 8'''. The same flood of the SDKs' {@code {"type":"ping"}}, which the stage answers without its
    * actor: once the pongs fill the outgoing buffer the actor gets the ping, closes the slow
    * consumer with 4009 and releases its session, which resumes.
@@ -364,18 +373,8 @@ class WebSocketWireTest {
     try (RawWebSocket ws = RawWebSocket.open(node.port())) {
       ws.sendText(hello("wire-app-flood"));
       welcome = expect(ws, "welcome");
-      byte[] ping = RawWebSocket.textFrame("{\"type\":\"ping\"}");
-      byte[] burst = new byte[ping.length * 500];
-      for (int i = 0; i < 500; i++) System.arraycopy(ping, 0, burst, i * ping.length, ping.length);
       long limit = 1L << 28;
-      java.util.concurrent.atomic.AtomicLong written = new java.util.concurrent.atomic.AtomicLong();
-      Thread writer =
-          new Thread(
-              () -> {
-                while (written.get() < limit && ws.tryWrite(burst)) written.addAndGet(burst.length);
-              });
-      writer.setDaemon(true);
-      writer.start();
+      AtomicLong written = floodInBackground(ws, RawWebSocket.textFrame("{\"type\":\"ping\"}"), limit);
       // Only now read: every pong the kernel held, then the close.
       Frame frame;
       long pongs = 0;
