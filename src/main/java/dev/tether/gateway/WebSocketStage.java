@@ -624,18 +624,14 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
      * ping like any frame, and closes the slow consumer (4009) and releases its session.
      */
     private boolean answerPing() {
-      if (state != State.OPEN || connection == null || outboxClosed || closeRequest != 0) return false;
+      if (state != State.OPEN || connection == null) return false;
       String pong = FrameCodec.PONG;
-      if (closeSignal.queued(pong.length()) > limits.outgoingBufferBytes()) {
+      // The character bound the actor checks before offer(); the frame count is enqueue's.
+      if (closeSignal.queued(pong.length()) > limits.outgoingBufferBytes()
+          || enqueue(pong) != QueueOfferResult.enqueued()) {
         closeSignal.dequeued(pong.length());
         return false;
       }
-      if (queued.incrementAndGet() > limits.outgoingBuffer()) {
-        queued.decrementAndGet();
-        closeSignal.dequeued(pong.length());
-        return false;
-      }
-      frames.add(pong);
       closeSignal.clientHeard();
       metrics.frameIn();
       metrics.frameOut();
@@ -750,8 +746,7 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
         queued.decrementAndGet();
         closeSignal.dequeued(json.length());
         byte[] utf8 = json.getBytes(StandardCharsets.UTF_8);
-        ByteString frame = frame(OP_TEXT, utf8, 0, utf8.length);
-        bytes = bytes.isEmpty() ? frame : bytes.concat(frame);
+        bytes = bytes.concat(frame(OP_TEXT, utf8, 0, utf8.length));
       }
       return bytes;
     }
@@ -804,13 +799,19 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
 
     @Override
     public QueueOfferResult offer(String json) {
+      QueueOfferResult result = enqueue(json);
+      if (result == QueueOfferResult.enqueued()) wake();
+      return result;
+    }
+
+    /** Queues one frame within the outgoing buffer's count; the caller makes sure it is written. */
+    private QueueOfferResult enqueue(String json) {
       if (outboxClosed || closeRequest != 0) return QueueOfferResult.closed();
       if (queued.incrementAndGet() > limits.outgoingBuffer()) {
         queued.decrementAndGet();
         return QueueOfferResult.dropped();
       }
       frames.add(json);
-      wake();
       return QueueOfferResult.enqueued();
     }
 
@@ -885,9 +886,8 @@ public final class WebSocketStage extends GraphStage<FlowShape<ByteString, ByteS
 
   /** The payload of a client frame, unmasked (RFC 6455 section 5.3). */
   private static byte[] unmask(ByteString buffer, int maskOffset, int payloadOffset, int length) {
-    byte[] payload = buffer.slice(payloadOffset, payloadOffset + length).toArray();
-    if (payload.length == 0) return payload;
     byte[] mask = buffer.slice(maskOffset, maskOffset + 4).toArray();
+    byte[] payload = buffer.slice(payloadOffset, payloadOffset + length).toArray();
     for (int i = 0; i < payload.length; i++) payload[i] ^= mask[i & 3];
     return payload;
   }
