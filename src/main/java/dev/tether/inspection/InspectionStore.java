@@ -1,5 +1,6 @@
 package dev.tether.inspection;
 
+import dev.tether.session.GraceSweeper;
 import java.nio.charset.StandardCharsets;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
@@ -194,24 +195,35 @@ public final class InspectionStore {
   }
 
   /**
-   * Sessions the read model shows detached with a grace deadline before {@code now}, oldest
-   * deadline first, at most {@code limit}: the ones {@link dev.tether.session.GraceSweeper} wakes.
+   * Sessions the read model shows detached with a grace deadline before {@code now}, in
+   * (deadline, session id) order, after {@code after} ({@code null}: from the oldest), at most
+   * {@code limit}: the ones {@link dev.tether.session.GraceSweeper} wakes.
    */
-  public CompletionStage<List<String>> detachedPastDeadline(Instant now, int limit) {
+  public CompletionStage<List<GraceSweeper.Overdue>> detachedPastDeadline(
+      Instant now, GraceSweeper.Overdue after, int limit) {
     return CompletableFuture.supplyAsync(
         () -> {
+          String sql =
+              "SELECT session_id, grace_deadline FROM session_index WHERE state = 'detached' AND grace_deadline < ? "
+                  + (after == null ? "" : "AND (grace_deadline, session_id) > (?, ?) ")
+                  + "ORDER BY grace_deadline, session_id LIMIT ?";
           try (Connection c = dataSource.getConnection();
-              PreparedStatement q =
-                  c.prepareStatement(
-                      "SELECT session_id FROM session_index WHERE state = 'detached' AND grace_deadline < ? "
-                          + "ORDER BY grace_deadline LIMIT ?")) {
-            q.setObject(1, OffsetDateTime.ofInstant(now, ZoneOffset.UTC));
-            q.setInt(2, limit);
-            List<String> ids = new ArrayList<>();
-            try (ResultSet rs = q.executeQuery()) {
-              while (rs.next()) ids.add(rs.getString(1));
+              PreparedStatement q = c.prepareStatement(sql)) {
+            int i = 1;
+            q.setObject(i++, OffsetDateTime.ofInstant(now, ZoneOffset.UTC));
+            if (after != null) {
+              q.setObject(i++, OffsetDateTime.ofInstant(after.graceDeadline(), ZoneOffset.UTC));
+              q.setString(i++, after.sessionId());
             }
-            return ids;
+            q.setInt(i, limit);
+            List<GraceSweeper.Overdue> overdue = new ArrayList<>();
+            try (ResultSet rs = q.executeQuery()) {
+              while (rs.next()) {
+                overdue.add(
+                    new GraceSweeper.Overdue(rs.getString(1), rs.getObject(2, OffsetDateTime.class).toInstant()));
+              }
+            }
+            return overdue;
           } catch (SQLException e) {
             throw new IllegalStateException("Could not look for sessions past their grace deadline", e);
           }

@@ -250,6 +250,31 @@ class InspectionHandlerTest {
   }
 
   @Test
+  void theGraceSweepersQueryPagesThroughOverdueSessionsInDeadlineAndIdOrder() throws Exception {
+    // Two sessions share a deadline (the id breaks the tie), one is not overdue yet, one is
+    // attached again: the pages hold only the three overdue detached ones, in order.
+    String[][] sessions = {{"sw_b", "1000"}, {"sw_a", "1000"}, {"sw_c", "2000"}, {"sw_later", "9000"}, {"sw_back", "500"}};
+    long seqNr = 0;
+    for (String[] s : sessions) {
+      project(s[0], ++seqNr, T0, new ClientProxy.Opened(s[0], "sweep", "hash", T0));
+      project(s[0], ++seqNr, T0, new ClientProxy.Detached(T0 + Long.parseLong(s[1])));
+    }
+    project("sw_back", ++seqNr, T0 + 1, new ClientProxy.Attached(2, true, false, T0 + 1));
+    InspectionStore store = new InspectionStore(database.dataSource(), ForkJoinPool.commonPool());
+    java.time.Instant now = java.time.Instant.ofEpochMilli(T0 + 5000);
+
+    List<dev.tether.session.GraceSweeper.Overdue> first =
+        store.detachedPastDeadline(now, null, 2).toCompletableFuture().get();
+    assertEquals(List.of("sw_a", "sw_b"), first.stream().map(o -> o.sessionId()).toList());
+    assertEquals(T0 + 1000, first.get(0).graceDeadline().toEpochMilli());
+    List<dev.tether.session.GraceSweeper.Overdue> second =
+        store.detachedPastDeadline(now, first.get(1), 2).toCompletableFuture().get();
+    assertEquals(List.of("sw_c"), second.stream().map(o -> o.sessionId()).toList(), "after the cursor, ties included");
+    assertEquals(
+        List.of(), store.detachedPastDeadline(now, second.get(0), 2).toCompletableFuture().get(), "past the last page");
+  }
+
+  @Test
   void settingsComeFromTetherInspection() {
     InspectionSettings settings =
         InspectionSettings.from(
