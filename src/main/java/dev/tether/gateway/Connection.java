@@ -251,7 +251,21 @@ public final class Connection {
 
   private Behavior<Command> onSessionUnresponsive() {
     metrics.handshakeSessionUnavailable();
+    abandonUnwelcomedSession();
     return close(1011, "session unavailable");
+  }
+
+  /**
+   * Leaving the handshake of a new session before its welcome was written: the client never
+   * learned the session's id or resume token, so the session (created when the Open arrives, which
+   * may still be on its way) can never be resumed. It is told to end at once rather than wait out
+   * a grace period nobody can use. A resume is left alone: that client holds its token.
+   */
+  private void abandonUnwelcomedSession() {
+    if (handshakeCommand instanceof ClientProxy.Open) {
+      handshakeCommand = null;
+      sharding.entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId).tell(new ClientProxy.Abandon(sessionAdapter));
+    }
   }
 
   private Behavior<Command> onFrameBeforeHandshake(FrameReceived received) {
@@ -378,8 +392,18 @@ public final class Connection {
         .onMessage(FrameReceived.class, this::onFrameDuringHandshake)
         .onMessageEquals(SessionUnresponsive.INSTANCE, this::onSessionUnresponsive)
         .onMessageEquals(RetryHandshake.INSTANCE, this::onRetryHandshake)
-        .onMessage(StreamEnded.class, m -> stopped())
-        .onMessageEquals(ServerStopping.INSTANCE, () -> close(1012, "server stopping, resume to continue"))
+        .onMessage(
+            StreamEnded.class,
+            m -> {
+              abandonUnwelcomedSession();
+              return stopped();
+            })
+        .onMessageEquals(
+            ServerStopping.INSTANCE,
+            () -> {
+              abandonUnwelcomedSession();
+              return close(1012, "server stopping, resume to continue");
+            })
         .onSignal(PostStop.class, s -> onPostStop())
         .build();
   }

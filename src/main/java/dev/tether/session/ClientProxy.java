@@ -119,6 +119,15 @@ public final class ClientProxy
 
   public record Leave(long generation, String room) implements Command {}
 
+  /**
+   * The connection that sent {@link Open} gave up before it could write the welcome (its socket
+   * closed, or the session answered too late): the client never learned this session's id or
+   * resume token, so nobody can ever resume it. It ends now ({@code abandoned}) instead of holding
+   * a grace period, a passivation and a sweep that nobody can use. Under an overload, every
+   * handshake a client gave up on used to leave such a session behind.
+   */
+  public record Abandon(ActorRef<ToConnection> connection) implements Command {}
+
   /** A {@code bye}: end the session now, with no grace. */
   public record Logout(long generation) implements Command {}
 
@@ -625,6 +634,7 @@ public final class ClientProxy
     if (cmd instanceof SendUpstream c) return onSendUpstream(state, c);
     if (cmd instanceof UpstreamDeliveryDone c) return onUpstreamDeliveryDone(state, c);
     if (cmd instanceof Open c) return onRepeatedOpen(state, c);
+    if (cmd instanceof Abandon c) return onAbandon(state, c);
     if (cmd instanceof Resume c) return onResume(state, c);
     if (cmd instanceof Detach c) return onDetach(state, c);
     if (cmd instanceof Join c) return onJoin(state, c);
@@ -678,6 +688,15 @@ public final class ClientProxy
               indexUser(newState);
             })
         .thenNoReply();
+  }
+
+  private ReplyEffect<Event, State> onAbandon(State state, Abandon cmd) {
+    // Generation 1 is the connection that opened the session: after any resume a client holds
+    // the token. It may have detached already (its stop can overtake the Abandon).
+    boolean opener = cmd.connection().equals(connection) || isFormer(cmd.connection());
+    if (state.generation != 1 || !opener) return Effect().noReply();
+    metrics.abandoned();
+    return end("abandoned", null);
   }
 
   private ReplyEffect<Event, State> onResume(State state, Resume cmd) {

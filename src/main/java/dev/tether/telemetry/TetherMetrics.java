@@ -49,6 +49,7 @@ public final class TetherMetrics {
   private final AtomicLong sessionsDetached = new AtomicLong();
   private final Counter takeovers;
   private final Counter expiries;
+  private final Counter abandoned;
   private final Counter passivations;
   private final Counter sweeperWakes;
   private final Counter messagesEnqueued;
@@ -109,6 +110,10 @@ public final class TetherMetrics {
     stateGauge("tether_sessions", "detached", sessionsByState, sessionsDetached::get);
     takeovers = Counter.builder("tether_takeovers").description("resumes that took a session from a live socket").register(registry);
     expiries = Counter.builder("tether_expiries").description("sessions ended by grace expiry").register(registry);
+    abandoned =
+        Counter.builder("tether_sessions_abandoned")
+            .description("new sessions ended because their connection gave up before the welcome")
+            .register(registry);
     passivations =
         Counter.builder("tether_sessions_passivated")
             .description("detached sessions that left memory after passivate-detached-after without a command")
@@ -163,6 +168,11 @@ public final class TetherMetrics {
 
   public void expired() {
     expiries.increment();
+  }
+
+  /** A new session ended because the client never got its welcome (see ClientProxy.Abandon). */
+  public void abandoned() {
+    abandoned.increment();
   }
 
   public void passivated() {

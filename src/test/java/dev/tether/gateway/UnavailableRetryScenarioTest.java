@@ -1,9 +1,12 @@
 package dev.tether.gateway;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.tether.testkit.Api;
+import dev.tether.testkit.Eventually;
+import dev.tether.testkit.JournalLock;
 import dev.tether.testkit.OneNode;
 import dev.tether.testkit.WsClient;
 import java.sql.Connection;
@@ -106,7 +109,62 @@ class UnavailableRetryScenarioTest {
     // The client's retry, once the journal is back, gets its session.
     try (WsClient ws = WsClient.connect(node.port())) {
       assertEquals("new", ws.hello("stuck-gil").get("reason").asText());
+      // The session the first hello opened once the lock was gone was never welcomed: nobody
+      // holds its token, so it ended at once instead of waiting out a grace period.
+      assertEquals(List.of("attached", "ended"), awaitUserSessionStates("stuck-gil", 2));
     }
+  }
+
+  @Test
+  void aNewSessionWhoseClientLeftBeforeItsWelcomeEndsAtOnce() throws Exception {
+    double abandonedBefore = abandoned();
+    try (JournalLock lock = new JournalLock(node.database().url())) {
+      WsClient ws = WsClient.connect(node.port());
+      ws.send("{\"type\":\"hello\",\"user\":\"gone-hal\"}");
+      lock.awaitAWriteWaiting(Duration.ofSeconds(10)); // the new session waits to persist Opened
+      ws.drop(); // the client gives up: it never sees the session's id or token
+      Eventually.pause(Duration.ofMillis(300)); // the node sees the socket close first
+    }
+    // Once its Opened is written the session learns its opener is gone before the welcome.
+    Eventually.awaitAssert(Duration.ofSeconds(10), () -> assertEquals(abandonedBefore + 1, abandoned()));
+    assertEquals(List.of("ended"), awaitUserSessionStates("gone-hal", 1), "not detached for a grace period");
+
+    // A resume that gives up abandons nothing: that client holds its token and comes back.
+    JsonNode welcome = WsClient.helloThenDrop(node.port(), "gone-ian");
+    node.api().awaitSessionState(welcome.get("sessionId").asText(), "detached", Duration.ofSeconds(10));
+    try (JournalLock lock = new JournalLock(node.database().url())) {
+      WsClient ws = WsClient.connect(node.port());
+      ws.send(
+          "{\"type\":\"resume\",\"sessionId\":\"" + welcome.get("sessionId").asText()
+              + "\",\"resumeToken\":\"" + welcome.get("resumeToken").asText() + "\",\"lastSeq\":0}");
+      lock.awaitAWriteWaiting(Duration.ofSeconds(10)); // the resume waits to persist Attached
+      ws.drop();
+      Eventually.pause(Duration.ofMillis(300));
+    }
+    try (WsClient ws = WsClient.connect(node.port())) {
+      assertTrue(ws.resume(welcome, 0).get("resumed").asBoolean(), "the session is still there to resume");
+    }
+    assertEquals(abandonedBefore + 1, abandoned(), "a resume that gave up abandons nothing");
+  }
+
+  /** The states of {@code user}'s sessions (sorted), once the read model lists {@code count} of them. */
+  private static List<String> awaitUserSessionStates(String user, int count) {
+    return Eventually.awaitAssert(
+        Duration.ofSeconds(10),
+        () -> {
+          Api.Response listing = node.api().get("/api/sessions?user=" + user);
+          assertEquals(200, listing.status(), listing.body());
+          List<String> states = new ArrayList<>();
+          listing.json().get("sessions").forEach(s -> states.add(s.get("state").asText()));
+          java.util.Collections.sort(states);
+          assertEquals(count, states.size(), listing.body());
+          assertTrue(!states.contains("detached"), listing.body());
+          return states;
+        });
+  }
+
+  private static double abandoned() {
+    return node.metrics().registry().get("tether_sessions_abandoned").counter().count();
   }
 
   private static double handshakeFailures(String reason) {
