@@ -251,15 +251,16 @@ public final class Connection {
 
   private Behavior<Command> onSessionUnresponsive() {
     metrics.handshakeSessionUnavailable();
-    abandonUnwelcomedSession();
     return close(1011, "session unavailable");
   }
 
   /**
-   * Leaving the handshake of a new session before its welcome was written: the client never
-   * learned the session's id or resume token, so the session (created when the Open arrives, which
-   * may still be on its way) can never be resumed. It is told to end at once rather than wait out
-   * a grace period nobody can use. A resume is left alone: that client holds its token.
+   * Leaving the handshake of a new session before its welcome was written (whatever closes the
+   * socket: the client, 1011, a bad frame, the node stopping): the client never learned the
+   * session's id or resume token, so the session (created when the Open arrives, which may still
+   * be on its way) can never be resumed. It is told to end at once rather than wait out a grace
+   * period nobody can use. Does nothing once welcomed ({@code handshakeCommand} is cleared then)
+   * and for a resume: that client holds its token.
    */
   private void abandonUnwelcomedSession() {
     if (handshakeCommand instanceof ClientProxy.Open) {
@@ -392,18 +393,8 @@ public final class Connection {
         .onMessage(FrameReceived.class, this::onFrameDuringHandshake)
         .onMessageEquals(SessionUnresponsive.INSTANCE, this::onSessionUnresponsive)
         .onMessageEquals(RetryHandshake.INSTANCE, this::onRetryHandshake)
-        .onMessage(
-            StreamEnded.class,
-            m -> {
-              abandonUnwelcomedSession();
-              return stopped();
-            })
-        .onMessageEquals(
-            ServerStopping.INSTANCE,
-            () -> {
-              abandonUnwelcomedSession();
-              return close(1012, "server stopping, resume to continue");
-            })
+        .onMessage(StreamEnded.class, m -> stopped())
+        .onMessageEquals(ServerStopping.INSTANCE, () -> close(1012, "server stopping, resume to continue"))
         .onSignal(PostStop.class, s -> onPostStop())
         .build();
   }
@@ -671,6 +662,7 @@ public final class Connection {
   private Behavior<Command> close(int code, String reason) {
     if (closing != null) return closing;
     closeSignal.set(code, reason);
+    abandonUnwelcomedSession();
     if (code != 1000 && code != 4002 && code != 4004) releaseSession();
     out.complete();
     closing = closing();
@@ -735,6 +727,7 @@ public final class Connection {
    */
   private Behavior<Command> stopped() {
     admission.leave(admissionTurn);
+    abandonUnwelcomedSession();
     releaseSession();
     metrics.connectionClosed();
     // (Nobody watches us when the incarnation we knew stopped: the next one has no connection.)

@@ -167,7 +167,7 @@ final class SessionIndexHandler
   }
 
   private static void onEnded(Connection c, String sessionId, ClientProxy.Ended e) throws SQLException {
-    // The tombstone's words ('expired' or 'ended'), so the reason reads the same whether this
+    // The tombstone's words ('expired' or 'ended': logout, kicked, abandoned), so the reason reads the same whether this
     // event or SessionStore.erase marked the row first.
     String reason = "expired".equals(e.reason()) ? "expired" : "ended";
     try (PreparedStatement ps =

@@ -46,7 +46,8 @@ import org.apache.pekko.persistence.typed.javadsl.SignalHandler;
  * live ones. Only facts are persisted (queued, acked, attached, detached with its deadline); the
  * connection's {@code ActorRef} and the timers are runtime state of this incarnation.
  *
- * <p>Lifecycle: NEW → ATTACHED ⇄ DETACHED → ENDED (logout, kick, grace expiry). An ended session's
+ * <p>Lifecycle: NEW → ATTACHED ⇄ DETACHED → ENDED (logout, kick, grace expiry, abandoned before
+ * its first welcome). An ended session's
  * journal rows and snapshots are erased, leaving only a tombstone ({@link SessionStore}).
  *
  * <p>Sessions in memory are remembered entities: if a node dies, its sessions are started again on
@@ -281,7 +282,7 @@ public final class ClientProxy
 
   public record LeftRoom(String room) implements Event {}
 
-  /** The session is over: {@code logout}, {@code kicked} or {@code expired}. */
+  /** The session is over: {@code logout}, {@code kicked}, {@code expired} or {@code abandoned}. */
   public record Ended(String reason, long ts) implements Event {}
 
   // ---------------------------------------------------------------------------------------------

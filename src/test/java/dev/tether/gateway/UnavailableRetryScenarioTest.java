@@ -111,23 +111,28 @@ class UnavailableRetryScenarioTest {
       assertEquals("new", ws.hello("stuck-gil").get("reason").asText());
       // The session the first hello opened once the lock was gone was never welcomed: nobody
       // holds its token, so it ended at once instead of waiting out a grace period.
-      assertEquals(List.of("attached", "ended"), awaitUserSessionStates("stuck-gil", 2));
+      awaitUserSessionStates("stuck-gil", List.of("attached", "ended"));
     }
   }
 
   @Test
   void aNewSessionWhoseClientLeftBeforeItsWelcomeEndsAtOnce() throws Exception {
     double abandonedBefore = abandoned();
+    double openBefore = openConnections();
     try (JournalLock lock = new JournalLock(node.database().url())) {
       WsClient ws = WsClient.connect(node.port());
       ws.send("{\"type\":\"hello\",\"user\":\"gone-hal\"}");
-      lock.awaitAWriteWaiting(Duration.ofSeconds(10)); // the new session waits to persist Opened
+      // The hello is being handled: its connection is in the handshake, the session waits to
+      // persist Opened.
+      Eventually.awaitAssert(Duration.ofSeconds(10), () -> assertEquals(1.0, handshakesInProgress()));
+      lock.awaitAWriteWaiting(Duration.ofSeconds(10));
       ws.drop(); // the client gives up: it never sees the session's id or token
-      Eventually.pause(Duration.ofMillis(300)); // the node sees the socket close first
+      // The node saw the socket close before the session could answer.
+      Eventually.awaitAssert(Duration.ofSeconds(10), () -> assertEquals(openBefore, openConnections()));
     }
     // Once its Opened is written the session learns its opener is gone before the welcome.
     Eventually.awaitAssert(Duration.ofSeconds(10), () -> assertEquals(abandonedBefore + 1, abandoned()));
-    assertEquals(List.of("ended"), awaitUserSessionStates("gone-hal", 1), "not detached for a grace period");
+    awaitUserSessionStates("gone-hal", List.of("ended")); // not detached for a grace period
 
     // A resume that gives up abandons nothing: that client holds its token and comes back.
     JsonNode welcome = WsClient.helloThenDrop(node.port(), "gone-ian");
@@ -137,9 +142,10 @@ class UnavailableRetryScenarioTest {
       ws.send(
           "{\"type\":\"resume\",\"sessionId\":\"" + welcome.get("sessionId").asText()
               + "\",\"resumeToken\":\"" + welcome.get("resumeToken").asText() + "\",\"lastSeq\":0}");
+      Eventually.awaitAssert(Duration.ofSeconds(10), () -> assertEquals(1.0, handshakesInProgress()));
       lock.awaitAWriteWaiting(Duration.ofSeconds(10)); // the resume waits to persist Attached
       ws.drop();
-      Eventually.pause(Duration.ofMillis(300));
+      Eventually.awaitAssert(Duration.ofSeconds(10), () -> assertEquals(openBefore, openConnections()));
     }
     try (WsClient ws = WsClient.connect(node.port())) {
       assertTrue(ws.resume(welcome, 0).get("resumed").asBoolean(), "the session is still there to resume");
@@ -147,9 +153,9 @@ class UnavailableRetryScenarioTest {
     assertEquals(abandonedBefore + 1, abandoned(), "a resume that gave up abandons nothing");
   }
 
-  /** The states of {@code user}'s sessions (sorted), once the read model lists {@code count} of them. */
-  private static List<String> awaitUserSessionStates(String user, int count) {
-    return Eventually.awaitAssert(
+  /** Waits until the read model lists exactly these states (sorted) for {@code user}'s sessions. */
+  private static void awaitUserSessionStates(String user, List<String> expected) {
+    Eventually.awaitAssert(
         Duration.ofSeconds(10),
         () -> {
           Api.Response listing = node.api().get("/api/sessions?user=" + user);
@@ -157,10 +163,16 @@ class UnavailableRetryScenarioTest {
           List<String> states = new ArrayList<>();
           listing.json().get("sessions").forEach(s -> states.add(s.get("state").asText()));
           java.util.Collections.sort(states);
-          assertEquals(count, states.size(), listing.body());
-          assertTrue(!states.contains("detached"), listing.body());
-          return states;
+          assertEquals(expected, states, listing.body());
         });
+  }
+
+  private static double openConnections() {
+    return node.metrics().registry().get("tether_connections_open").gauge().value();
+  }
+
+  private static double handshakesInProgress() {
+    return node.metrics().registry().get("tether_handshakes").tag("state", "in-progress").gauge().value();
   }
 
   private static double abandoned() {

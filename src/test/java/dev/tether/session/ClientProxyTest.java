@@ -199,6 +199,34 @@ class ClientProxyTest {
     connection.expectNoMessage();
   }
 
+  @Test
+  void abandonByTheOpenerEndsTheNewSessionAlsoWhenItsStopArrivedFirst() {
+    open();
+    // The connection's stop overtook its Abandon (the watch is direct, Abandon comes through
+    // sharding): the session detached first.
+    session.runCommand(new Detach(1));
+
+    CommandResult<Command, Event, State> result = session.runCommand(new ClientProxy.Abandon(connection.getRef()));
+
+    assertEquals(List.of(new Ended("abandoned", NOW_MS)), result.events());
+    assertEquals(Status.ENDED, result.state().status());
+  }
+
+  @Test
+  void abandonFromAnotherConnectionOrAfterAResumeIsIgnored() {
+    open();
+    TestProbe<ToConnection> stranger = testKit.createTestProbe(ToConnection.class);
+    assertTrue(session.runCommand(new ClientProxy.Abandon(stranger.getRef())).hasNoEvents(), "not its opener");
+
+    TestProbe<ToConnection> second = testKit.createTestProbe(ToConnection.class);
+    session.runCommand(new Resume(user, TOKEN_HASH, 0, second.getRef()));
+    second.expectMessageClass(ToConnection.Welcome.class);
+    // Resumed: the client holds the token, whatever its first connection says late.
+    CommandResult<Command, Event, State> late = session.runCommand(new ClientProxy.Abandon(connection.getRef()));
+    assertTrue(late.hasNoEvents());
+    assertEquals(Status.ATTACHED, late.state().status());
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Resume
 

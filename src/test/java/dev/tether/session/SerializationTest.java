@@ -101,6 +101,7 @@ class SerializationTest {
         new ClientProxy.GetState(stateReply),
         new ClientProxy.GetReceipt(42, receiptReply),
         new ClientProxy.ExpireIfDue(),
+        new ClientProxy.Abandon(connection),
         // ClientProxy replies
         new ClientProxy.Enqueued(42, false),
         new ClientProxy.Enqueued(0, true),
