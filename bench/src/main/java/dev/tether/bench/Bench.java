@@ -73,6 +73,8 @@ public final class Bench {
     d.put("tether-java-opts", "");
     d.put("client", "jdk"); // jdk | raw (lean NIO clients; density and storm against Tether only)
     d.put("nodes", "1"); // Tether only: gateway processes in one cluster, sharing node 1's embedded PostgreSQL
+    d.put("connect-limit-s", "1800"); // raw clients: the connect phase's limit (raise with event-timeout-s for 100k)
+    d.put("hello-retries", "0"); // raw clients, density: a failed first handshake is tried again this many times
     d.put("event-timeout-s", "900"); // how long the driver waits for each worker barrier (raise for 100k sessions)
     d.put("node-opts", "");
     d.put("jfr", "false");
@@ -962,6 +964,8 @@ public final class Bench {
       cfg.backoffMaxMs = i("backoff-max-ms");
       cfg.payloadBytes = i("payload");
       cfg.client = opt.get("client");
+      cfg.connectLimitS = i("connect-limit-s");
+      cfg.helloRetries = i("hello-retries");
       if (opt.containsKey("storm-timeout-s")) cfg.stormTimeoutS = i("storm-timeout-s");
       if (opt.containsKey("duration-s")) cfg.durationS = i("duration-s");
       if (opt.containsKey("warmup-s")) cfg.warmupS = i("warmup-s");

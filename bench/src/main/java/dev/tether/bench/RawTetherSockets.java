@@ -54,6 +54,9 @@ final class RawTetherSockets {
 
   final AtomicInteger ready = new AtomicInteger();
   final AtomicInteger failed = new AtomicInteger();
+  /** First handshakes that failed and were tried again (only with {@link #retryFailedHellos}). */
+  final AtomicLong helloRetries = new AtomicLong();
+  private int helloRetriesAllowed;
   /** Handshakes over, either way (welcome or failure): the start is done when it reaches N. */
   private final AtomicInteger settled = new AtomicInteger();
   /** Sockets closed by the server (or reset) after their welcome. */
@@ -86,7 +89,7 @@ final class RawTetherSockets {
     String sessionId;
     String resumeToken;
     boolean resuming; // dropped by the storm and not welcomed back yet
-    int failedAttempts;
+    int failedAttempts; // of the storm's resume, or of the first hello with retryFailedHellos
     long attemptStartNanos;
     long nextAttemptNanos;
 
@@ -101,6 +104,18 @@ final class RawTetherSockets {
     this.connectConcurrency = connectConcurrency;
     this.heartbeatNanos = TimeUnit.MILLISECONDS.toNanos(heartbeatMillis);
     this.selector = Selector.open();
+  }
+
+  /**
+   * A failed first handshake (503, a close such as 1011/1013/4001, a reset) is tried again, up to
+   * {@code retries} times, after the SDKs' backoff, as a real client would, instead of being
+   * counted as failed at once. It keeps its place among the {@code connectConcurrency} handshakes
+   * while it waits. Call before {@link #start}.
+   */
+  void retryFailedHellos(int retries, int backoffInitialMs, int backoffMaxMs) {
+    this.helloRetriesAllowed = retries;
+    this.backoffInitialMs = backoffInitialMs;
+    this.backoffMaxMs = backoffMaxMs;
   }
 
   /** Opens {@code n} sessions (at most {@code connectConcurrency} handshakes at a time). */
@@ -251,10 +266,18 @@ final class RawTetherSockets {
     } catch (IOException e) {
       if (s.resuming) {
         retry(s);
-      } else {
+      } else if (!retryHello(s)) {
         handshakeFailed(s);
       }
     }
+  }
+
+  /** A first handshake failed: try it again after a backoff if retries are allowed and left. */
+  private boolean retryHello(Sock s) {
+    if (stopping || s.failedAttempts >= helloRetriesAllowed) return false;
+    helloRetries.incrementAndGet();
+    retry(s);
+    return true;
   }
 
   private void onConnected(Sock s, SelectionKey key) throws IOException {
@@ -417,6 +440,8 @@ final class RawTetherSockets {
     if (s.state == READY) {
       unexpectedDrops.incrementAndGet();
       ready.decrementAndGet();
+    } else if (retryHello(s)) {
+      return;
     } else {
       handshakeFailed(s);
     }

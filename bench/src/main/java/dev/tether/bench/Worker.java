@@ -54,6 +54,8 @@ public final class Worker {
     public int ackEvery = 20;
     public int socketsPerHttpClient = 1000;
     public int warmup = 50; // density: sessions opened and closed before the baseline
+    public int connectLimitS = 1800; // raw clients: how long the connect phase may take before counting
+    public int helloRetries = 0; // raw clients, density: tries again for a failed first handshake (0: counted as failed)
     // storm
     public int stormTimeoutS = 120;
     // drops
@@ -242,13 +244,15 @@ public final class Worker {
     event("warm", Map.of("warm", cfg.warmup));
     awaitGo();
     RawTetherSockets raw = new RawTetherSockets(cfg.host, cfg.port, cfg.connectConcurrency, 15_000);
+    raw.retryFailedHellos(cfg.helloRetries, cfg.backoffInitialMs, cfg.backoffMaxMs);
     long t0 = System.nanoTime();
     raw.start(cfg.n, "u" + cfg.workerId + "-");
-    int ok = raw.awaitHandshakes(TimeUnit.MINUTES.toMillis(30));
+    int ok = raw.awaitHandshakes(TimeUnit.SECONDS.toMillis(cfg.connectLimitS));
     long ms = (System.nanoTime() - t0) / 1_000_000;
     extra.put("connected", ok);
     extra.put("connectMs", ms);
     extra.put("failedHandshakes", raw.failed.get());
+    extra.put("helloRetries", raw.helloRetries.get());
     event("connected", Map.of("connected", ok, "ms", ms));
     awaitGo();
     extra.put("readyAtEnd", raw.ready.get());
@@ -265,7 +269,7 @@ public final class Worker {
   private void stormRaw() throws Exception {
     RawTetherSockets raw = new RawTetherSockets(cfg.host, cfg.port, cfg.connectConcurrency, 15_000);
     raw.start(cfg.n, "u" + cfg.workerId + "-");
-    int ok = raw.awaitHandshakes(TimeUnit.MINUTES.toMillis(30));
+    int ok = raw.awaitHandshakes(TimeUnit.SECONDS.toMillis(cfg.connectLimitS));
     extra.put("connected", ok);
     rawSessions = ok;
     event("ready", Map.of("connected", ok));
