@@ -145,7 +145,12 @@ public final class TetherNode implements AutoCloseable {
 
     LiveConnections liveConnections = new LiveConnections();
     HttpConnections httpConnections = new HttpConnections();
-    HandshakeAdmission admission = new HandshakeAdmission(gatewaySettings.maxHandshakesInProgress());
+    HandshakeAdmission admission =
+        new HandshakeAdmission(
+            gatewaySettings.maxHandshakesInProgress(),
+            gatewaySettings.minHandshakesInProgress(),
+            gatewaySettings.handshakeTargetTurnTime(),
+            System::nanoTime);
     metrics.watchAdmission(admission);
     var connectionDeps =
         new dev.tether.gateway.Connection.Dependencies(

@@ -26,6 +26,8 @@ public record GatewaySettings(
     boolean trustForwardedFor,
     int maxBatchMessages,
     int maxHandshakesInProgress,
+    int minHandshakesInProgress,
+    Duration handshakeTargetTurnTime,
     Duration handshakeQueueTimeout) {
 
   public enum AuthMode {
@@ -70,6 +72,8 @@ public record GatewaySettings(
         g.getBoolean("trust-forwarded-for"),
         maxBatchMessages(g),
         g.getInt("admission.max-in-progress"),
+        g.getInt("admission.min-in-progress"),
+        g.getDuration("admission.target-turn-time"),
         g.getDuration("admission.queue-timeout"));
   }
 

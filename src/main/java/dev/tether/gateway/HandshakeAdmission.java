@@ -1,11 +1,13 @@
 package dev.tether.gateway;
 
+import java.time.Duration;
 import java.util.ArrayList;
-import java.util.HashSet;
+import java.util.HashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
-import java.util.Set;
+import java.util.Map;
 import java.util.concurrent.atomic.LongAdder;
+import java.util.function.LongSupplier;
 
 /**
  * How many WebSocket handshakes this node works on at once; the others wait their turn, first
@@ -28,6 +30,18 @@ import java.util.concurrent.atomic.LongAdder;
  * request or its {@code hello} holds no place (its own deadlines run meanwhile), so slow or
  * malicious clients cannot fill the node's places.
  *
+ * <p><b>The limit follows the node's pace</b> (when a target turn time is set): a fixed number of
+ * places is right only for the speed it was chosen for. On a node that completes 500 handshakes
+ * a second, 128 places mean a quarter of a second each; on an overloaded cluster completing 8 a
+ * second per node, the same 128 places mean 16 s each, longer than the session's answer may take
+ * (2 x ask-timeout, then 1011), so the node finishes work whose client has already been told to
+ * go away. So the limit is additive-increase, multiplicative-decrease on the time turns take
+ * (the way TCP finds a link's capacity): a turn that took longer than the target cuts the limit
+ * by a tenth (at most once per target time, the time a cut takes to show), a turn within the
+ * target while the places were in use raises it by about one per limit's worth of turns, between
+ * the minimum and the maximum. What no place is found for waits in line, which costs nothing,
+ * and is turned away with 503/1013 at the queue timeout, before the client's own deadline.
+ *
  * <p>Thread-safe; whoever holds or waits for a turn calls {@link #leave} when done, however it
  * ends (idempotent).
  */
@@ -49,22 +63,54 @@ public final class HandshakeAdmission {
   }
 
   private final int maxInProgress;
-  private final Set<Waiter> inProgress = new HashSet<>();
+  private final int minInProgress;
+  private final long targetTurnNanos; // 0: the limit stays at maxInProgress
+  private final LongSupplier nanoClock;
+  /** The places now; a fraction so that each fast turn can raise it by 1/limit. */
+  private double limit;
+  private long lastCutNanos;
+  /** Turns being worked on, with when each began. */
+  private final Map<Waiter, Long> inProgress = new HashMap<>();
   private final LinkedHashSet<Waiter> waitingSessions = new LinkedHashSet<>();
   private final LinkedHashSet<Waiter> waitingUpgrades = new LinkedHashSet<>();
   private final LongAdder refusedBusy = new LongAdder();
   // Read by the metrics' gauges without the lock.
   private volatile int inProgressCount;
   private volatile int waitingCount;
+  private volatile int limitNow;
 
-  /** @param maxInProgress handshakes worked on at once; 0 = 64 per available processor */
+  /** A fixed limit. @param maxInProgress handshakes worked on at once; 0 = 64 per available processor */
   public HandshakeAdmission(int maxInProgress) {
+    this(maxInProgress, 1, Duration.ZERO, System::nanoTime);
+  }
+
+  /**
+   * @param maxInProgress the most handshakes worked on at once (where the limit starts); 0 = 64
+   *     per available processor
+   * @param minInProgress the fewest, however slow turns are (at most {@code maxInProgress})
+   * @param targetTurnTime how long a turn may take before the limit is cut; zero: a fixed limit
+   */
+  public HandshakeAdmission(int maxInProgress, int minInProgress, Duration targetTurnTime, LongSupplier nanoClock) {
     if (maxInProgress < 0) throw new IllegalArgumentException("max handshakes in progress must be >= 0, not " + maxInProgress);
     this.maxInProgress = maxInProgress == 0 ? 64 * Runtime.getRuntime().availableProcessors() : maxInProgress;
+    if (minInProgress < 1) throw new IllegalArgumentException("min handshakes in progress must be >= 1, not " + minInProgress);
+    if (targetTurnTime.isNegative()) throw new IllegalArgumentException("target turn time must not be negative");
+    // A maximum set below the default minimum (a small node, a test) caps the minimum too.
+    this.minInProgress = Math.min(minInProgress, this.maxInProgress);
+    this.targetTurnNanos = targetTurnTime.toNanos();
+    this.nanoClock = nanoClock;
+    this.limit = this.maxInProgress;
+    this.limitNow = this.maxInProgress;
+    this.lastCutNanos = nanoClock.getAsLong() - targetTurnNanos;
   }
 
   public int maxInProgress() {
     return maxInProgress;
+  }
+
+  /** How many handshakes may be worked on at once now (the maximum unless turns have been slow). */
+  public int limit() {
+    return limitNow;
   }
 
   /**
@@ -72,10 +118,10 @@ public final class HandshakeAdmission {
    *     {@link Waiter#admitted()} when its turn comes
    */
   synchronized boolean enter(Waiter connection, Step step) {
-    if (inProgress.contains(connection)) return true;
+    if (inProgress.containsKey(connection)) return true;
     // (A free place with someone waiting does not last: leave() hands it on at once.)
-    if (inProgress.size() < maxInProgress) {
-      inProgress.add(connection);
+    if (inProgress.size() < limitNow) {
+      inProgress.put(connection, nanoClock.getAsLong());
       updateCounts();
       return true;
     }
@@ -98,12 +144,15 @@ public final class HandshakeAdmission {
   void leave(Waiter connection) {
     List<Waiter> admitted = new ArrayList<>(1);
     synchronized (this) {
-      if (inProgress.remove(connection)) {
-        while (inProgress.size() < maxInProgress) {
+      Long began = inProgress.remove(connection);
+      if (began != null) {
+        long now = nanoClock.getAsLong();
+        adapt(now - began, now);
+        while (inProgress.size() < limitNow) {
           Waiter next = pollFirst(waitingSessions);
           if (next == null) next = pollFirst(waitingUpgrades);
           if (next == null) break;
-          inProgress.add(next);
+          inProgress.put(next, now);
           admitted.add(next);
         }
       } else if (!waitingSessions.remove(connection)) {
@@ -113,6 +162,20 @@ public final class HandshakeAdmission {
     }
     // Told outside the lock: a waiter may call back into this admission.
     for (Waiter next : admitted) next.admitted();
+  }
+
+  /** One turn took {@code turnNanos}: the limit follows (see the class comment). Under the lock. */
+  private void adapt(long turnNanos, long now) {
+    if (targetTurnNanos == 0) return;
+    if (turnNanos > targetTurnNanos) {
+      if (now - lastCutNanos < targetTurnNanos) return; // the last cut has not shown yet
+      lastCutNanos = now;
+      limit = Math.max(minInProgress, Math.floor(limit * 0.9));
+    } else if (inProgress.size() + 1 >= limitNow / 2) {
+      // Only a limit in use is evidence that more places would be used well.
+      limit = Math.min(maxInProgress, limit + 1 / limit);
+    }
+    limitNow = (int) limit;
   }
 
   private static Waiter pollFirst(LinkedHashSet<Waiter> line) {

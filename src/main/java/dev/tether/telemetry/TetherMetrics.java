@@ -312,6 +312,9 @@ public final class TetherMetrics {
     String handshakesByState = "WebSocket handshake steps (upgrade; hello/resume to welcome) worked on, or waiting their turn";
     stateGauge("tether_handshakes", "in-progress", handshakesByState, admission::inProgress);
     stateGauge("tether_handshakes", "waiting", handshakesByState, admission::waiting);
+    Gauge.builder("tether_handshakes_limit", admission, HandshakeAdmission::limit)
+        .description("Handshake steps this node works on at once now (admission.max-in-progress unless turns have been slower than admission.target-turn-time)")
+        .register(registry);
     // Counted by the admission itself: the WebSocket stage (503) and the connection actor (1013) both turn clients away.
     FunctionCounter.builder("tether_handshake_failures", admission, HandshakeAdmission::refusedBusyCount)
         .tag("reason", "busy")

@@ -138,4 +138,146 @@ class HandshakeAdmissionTest {
     assertEquals(64 * Runtime.getRuntime().availableProcessors(), new HandshakeAdmission(0).maxInProgress());
     assertThrows(IllegalArgumentException.class, () -> new HandshakeAdmission(-1));
   }
+
+  // --- The limit that follows the node's pace ---------------------------------------------------
+
+  /** A turn that only counts how often it was admitted after waiting (no actor needed). */
+  private static final class Counted implements HandshakeAdmission.Waiter {
+    int admittedLater;
+
+    @Override
+    public void admitted() {
+      admittedLater++;
+    }
+  }
+
+  private static final Duration TARGET = Duration.ofSeconds(1);
+
+  private static final class FakeClock {
+    long nanos = 1_000_000_000L;
+
+    void advance(Duration d) {
+      nanos += d.toNanos();
+    }
+  }
+
+  private static List<Counted> fill(HandshakeAdmission admission, int count) {
+    List<Counted> turns = new ArrayList<>();
+    for (int i = 0; i < count; i++) {
+      Counted turn = new Counted();
+      admission.enter(turn, HandshakeAdmission.Step.SESSION);
+      turns.add(turn);
+    }
+    return turns;
+  }
+
+  @Test
+  void slowTurnsCutTheLimitByATenthAtMostOncePerTargetTime() {
+    FakeClock clock = new FakeClock();
+    HandshakeAdmission admission = new HandshakeAdmission(20, 4, TARGET, () -> clock.nanos);
+    List<Counted> working = fill(admission, 20);
+    assertEquals(20, admission.limit());
+
+    clock.advance(Duration.ofSeconds(3)); // every turn has taken three times the target
+    admission.leave(working.get(0));
+    assertEquals(18, admission.limit(), "20 cut by a tenth");
+    admission.leave(working.get(1));
+    assertEquals(18, admission.limit(), "one cut per target time: the first has not shown yet");
+
+    // 18 in progress at a limit of 18: a newcomer waits even though fewer than 20 are worked on.
+    Counted newcomer = new Counted();
+    assertFalse(admission.enter(newcomer, HandshakeAdmission.Step.SESSION));
+
+    clock.advance(TARGET);
+    admission.leave(working.get(2));
+    assertEquals(16, admission.limit());
+    assertEquals(0, newcomer.admittedLater, "17 in progress is over the limit of 16: no place is freed");
+    assertEquals(17, admission.inProgress());
+  }
+
+  @Test
+  void theLimitNeverFallsBelowTheMinimum() {
+    FakeClock clock = new FakeClock();
+    HandshakeAdmission admission = new HandshakeAdmission(20, 4, TARGET, () -> clock.nanos);
+    List<Counted> working = fill(admission, 20);
+    for (Counted turn : working) {
+      clock.advance(Duration.ofSeconds(2));
+      admission.leave(turn);
+    }
+    assertEquals(4, admission.limit());
+    // With nothing in progress, four are admitted at once and the fifth waits.
+    List<Counted> next = fill(admission, 5);
+    assertEquals(4, admission.inProgress());
+    assertEquals(1, admission.waiting());
+    assertEquals(0, next.get(4).admittedLater);
+  }
+
+  @Test
+  void fastTurnsRaiseACutLimitBackToTheMaximumWhileItsPlacesAreUsed() {
+    FakeClock clock = new FakeClock();
+    HandshakeAdmission admission = new HandshakeAdmission(20, 4, TARGET, () -> clock.nanos);
+    List<Counted> working = fill(admission, 20);
+    for (Counted turn : working) {
+      clock.advance(Duration.ofSeconds(2));
+      admission.leave(turn);
+    }
+    assertEquals(4, admission.limit());
+
+    // The node has caught up: turns take 10 ms, and the line always has someone waiting.
+    List<Counted> line = new ArrayList<>(fill(admission, 40));
+    int limitBefore = admission.limit();
+    for (int i = 0; i < 400; i++) {
+      clock.advance(Duration.ofMillis(10));
+      admission.leave(line.remove(0));
+      line.addAll(fill(admission, 1));
+      assertTrue(admission.limit() >= limitBefore, "fast turns never cut the limit");
+      assertTrue(admission.inProgress() <= admission.limit());
+      limitBefore = admission.limit();
+    }
+    assertEquals(20, admission.limit(), "back at the maximum, and not above it");
+    assertEquals(20, admission.inProgress(), "the raised places are used at once by those waiting");
+  }
+
+  @Test
+  void fastTurnsOnAnIdleNodeDoNotRaiseTheLimit() {
+    FakeClock clock = new FakeClock();
+    HandshakeAdmission admission = new HandshakeAdmission(20, 4, TARGET, () -> clock.nanos);
+    List<Counted> working = fill(admission, 20);
+    clock.advance(Duration.ofSeconds(2));
+    admission.leave(working.get(0));
+    assertEquals(18, admission.limit());
+    for (Counted turn : working.subList(1, 20)) admission.leave(turn); // (still within the cut's target time)
+    for (int i = 0; i < 100; i++) {
+      Counted alone = new Counted();
+      assertTrue(admission.enter(alone, HandshakeAdmission.Step.SESSION));
+      clock.advance(Duration.ofMillis(10));
+      admission.leave(alone);
+    }
+    assertEquals(18, admission.limit(), "one handshake at a time says nothing about room for more");
+  }
+
+  @Test
+  void withoutATargetTurnTimeTheLimitIsFixed() {
+    FakeClock clock = new FakeClock();
+    HandshakeAdmission admission = new HandshakeAdmission(10, 4, Duration.ZERO, () -> clock.nanos);
+    List<Counted> working = fill(admission, 10);
+    for (Counted turn : working) {
+      clock.advance(Duration.ofSeconds(30));
+      admission.leave(turn);
+    }
+    assertEquals(10, admission.limit());
+    assertEquals(10, new HandshakeAdmission(10).limit());
+  }
+
+  @Test
+  void aMaximumBelowTheMinimumCapsItAndBadBoundsAreRefused() {
+    FakeClock clock = new FakeClock();
+    HandshakeAdmission admission = new HandshakeAdmission(2, 8, TARGET, () -> clock.nanos);
+    List<Counted> working = fill(admission, 2);
+    clock.advance(Duration.ofSeconds(5));
+    admission.leave(working.get(0));
+    assertEquals(2, admission.limit(), "min-in-progress 8 with max-in-progress 2 means 2");
+    assertThrows(IllegalArgumentException.class, () -> new HandshakeAdmission(2, 0, TARGET, () -> clock.nanos));
+    assertThrows(IllegalArgumentException.class, () -> new HandshakeAdmission(2, 1, Duration.ofSeconds(-1), () -> clock.nanos));
+  }
 }
