@@ -815,12 +815,20 @@ public final class ClientProxy
   /** @param released told {@link ToConnection.Released} once the connection is unwatched (may be null) */
   private ReplyEffect<Event, State> detach(ActorRef<ToConnection> released) {
     long deadline = clock.millis() + settings.grace().toMillis();
+    // Let the connection go at once, not once Detached is persisted: it waits for Released
+    // before it stops (Connection.stopped), because stopping while a session on another node
+    // still watches it makes pekko flush the link to that node first. When a whole node's
+    // clients drop together, the persists queue for seconds, the connections' wait ran out and
+    // each stop became a flush (28,000 "Flush timeout" warnings per node after 100,000 clients
+    // left at once, docs/BENCHMARKS.md, thirteenth session). Commands wait while the event is
+    // persisted, and a failed persist stops the session, so nothing can use the connection
+    // meanwhile.
+    releaseConnection();
+    if (released != null) released.tell(new ToConnection.Released());
     return Effect()
         .persist(new Detached(deadline))
         .thenRun(
             newState -> {
-              releaseConnection();
-              if (released != null) released.tell(new ToConnection.Released());
               countStatus(newState);
               timers.startSingleTimer(GraceExpired.INSTANCE, settings.grace());
               schedulePassivation();

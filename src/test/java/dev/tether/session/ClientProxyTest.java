@@ -3,6 +3,7 @@ package dev.tether.session;
 import static dev.tether.testkit.Eventually.awaitAssert;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -496,10 +497,21 @@ class ClientProxyTest {
     assertTrue(session.runCommand(new Detach(welcome.generation() + 1, stranger.getRef())).hasNoEvents());
     stranger.expectMessage(new ToConnection.Released());
 
-    // Its own connection: Released comes after the detach is persisted (and the watch removed).
+    // Its own connection: the watch is removed and Released sent, and the detach is persisted.
     CommandResult<Command, Event, State> result =
         session.runCommand(new Detach(welcome.generation(), connection.getRef()));
     assertEquals(List.of(new Detached(NOW_MS + GRACE.toMillis())), result.events());
+    connection.expectMessage(new ToConnection.Released());
+  }
+
+  @Test
+  void releasedDoesNotWaitForTheDetachToBePersisted() {
+    ToConnection.Welcome welcome = open();
+    // The journal fails the Detached event (a slow journal would only delay it): the connection
+    // is let go all the same, so that it can stop without pekko flushing the link to it first.
+    session.persistenceTestKit().failNextPersisted();
+    Command detach = new Detach(welcome.generation(), connection.getRef());
+    assertThrows(AssertionError.class, () -> session.runCommand(detach), "the failed persist stops the session");
     connection.expectMessage(new ToConnection.Released());
   }
 
