@@ -32,6 +32,17 @@ class GatewaySettingsTest {
   }
 
   @Test
+  void theAdaptiveHandshakeLimitIsOffByDefault() {
+    // It slowed a single node's reconnect storm (docs/BENCHMARKS.md, thirteenth session).
+    GatewaySettings defaults = GatewaySettings.from(ConfigFactory.load());
+    assertEquals(java.time.Duration.ZERO, defaults.handshakeTargetTurnTime());
+    assertEquals(8, defaults.minHandshakesInProgress());
+    assertEquals(
+        java.time.Duration.ofSeconds(3),
+        GatewaySettings.from(with("tether.gateway.admission.target-turn-time = 3s")).handshakeTargetTurnTime());
+  }
+
+  @Test
   void theHandshakeQueueTimeoutMustBePositive() {
     assertEquals(java.time.Duration.ofSeconds(8), GatewaySettings.from(ConfigFactory.load()).handshakeQueueTimeout());
     IllegalArgumentException refused =
