@@ -817,12 +817,11 @@ public final class ClientProxy
     long deadline = clock.millis() + settings.grace().toMillis();
     // Let the connection go at once, not once Detached is persisted: it waits for Released
     // before it stops (Connection.stopped), because stopping while a session on another node
-    // still watches it makes pekko flush the link to that node first. When a whole node's
-    // clients drop together, the persists queue for seconds, the connections' wait ran out and
-    // each stop became a flush (28,000 "Flush timeout" warnings per node after 100,000 clients
-    // left at once, docs/BENCHMARKS.md, thirteenth session). Commands wait while the event is
-    // persisted, and a failed persist stops the session, so nothing can use the connection
-    // meanwhile.
+    // still watches it makes pekko flush the link to that node first, and when a whole node's
+    // clients drop together the persists queue for seconds. (On two starved cores the session
+    // may still not reach the Detach within the connection's wait: docs/BENCHMARKS.md,
+    // thirteenth session.) Commands wait while the event is persisted, and a failed persist
+    // stops the session, so nothing can use the connection meanwhile.
     releaseConnection();
     if (released != null) released.tell(new ToConnection.Released());
     return Effect()
