@@ -171,6 +171,17 @@ class HandshakeAdmissionTest {
     return turns;
   }
 
+  /** A limit of 20 (minimum 4) after twenty turns of 2 s each, one per cut: down at the minimum. */
+  private static HandshakeAdmission cutToTheMinimum(FakeClock clock) {
+    HandshakeAdmission admission = new HandshakeAdmission(20, 4, TARGET, () -> clock.nanos);
+    for (Counted turn : fill(admission, 20)) {
+      clock.advance(Duration.ofSeconds(2));
+      admission.leave(turn);
+    }
+    assertEquals(4, admission.limit());
+    return admission;
+  }
+
   @Test
   void slowTurnsCutTheLimitByATenthAtMostOncePerTargetTime() {
     FakeClock clock = new FakeClock();
@@ -198,13 +209,7 @@ class HandshakeAdmissionTest {
   @Test
   void theLimitNeverFallsBelowTheMinimum() {
     FakeClock clock = new FakeClock();
-    HandshakeAdmission admission = new HandshakeAdmission(20, 4, TARGET, () -> clock.nanos);
-    List<Counted> working = fill(admission, 20);
-    for (Counted turn : working) {
-      clock.advance(Duration.ofSeconds(2));
-      admission.leave(turn);
-    }
-    assertEquals(4, admission.limit());
+    HandshakeAdmission admission = cutToTheMinimum(clock);
     // With nothing in progress, four are admitted at once and the fifth waits.
     List<Counted> next = fill(admission, 5);
     assertEquals(4, admission.inProgress());
@@ -215,13 +220,7 @@ class HandshakeAdmissionTest {
   @Test
   void fastTurnsRaiseACutLimitBackToTheMaximumWhileItsPlacesAreUsed() {
     FakeClock clock = new FakeClock();
-    HandshakeAdmission admission = new HandshakeAdmission(20, 4, TARGET, () -> clock.nanos);
-    List<Counted> working = fill(admission, 20);
-    for (Counted turn : working) {
-      clock.advance(Duration.ofSeconds(2));
-      admission.leave(turn);
-    }
-    assertEquals(4, admission.limit());
+    HandshakeAdmission admission = cutToTheMinimum(clock);
 
     // The node has caught up: turns take 10 ms, and the line always has someone waiting.
     List<Counted> line = new ArrayList<>(fill(admission, 40));
