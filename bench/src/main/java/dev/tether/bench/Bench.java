@@ -26,6 +26,7 @@ import java.util.Collections;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.Callable;
@@ -85,6 +86,7 @@ public final class Bench {
       case "density" -> {
         d.put("n", "2000");
         d.put("settle-s", "10");
+        d.put("close-timeout-s", "300"); // Tether: how long to wait for every session to detach after the mass close
       }
       case "storm" -> {
         d.put("n", "2000");
@@ -287,6 +289,7 @@ public final class Bench {
     }
     @SuppressWarnings("unchecked")
     Map<String, Object> m = (Map<String, Object>) out.getOrDefault("metrics", Map.of());
+    if (server.equals("tether") && !m.isEmpty()) m.putAll(clusterMarkers((Map<String, Object>) out.get("serverLog")));
     System.out.println(server + ": " + LINE.writeValueAsString(m));
     return out;
   }
@@ -303,7 +306,8 @@ public final class Bench {
         m.put("connectedEvents", ev);
         Thread.sleep(i("settle-s") * 1000L);
         m.put("loaded", srv.snapshot(true));
-        goAll(workers);
+        goAll(workers); // every client closes its socket at once
+        if (server.equals("tether")) m.put("massClose", srv.awaitAllDetached(i("close-timeout-s")));
       }
       case "storm", "drops", "throughput", "latency" -> {
         awaitAll(workers, "ready");
@@ -378,6 +382,19 @@ public final class Bench {
     return m;
   }
 
+  /** The log markers of cluster strain (Machine.scanLog), summed over every node: log_flush_timeouts, ... */
+  @SuppressWarnings("unchecked")
+  static Map<String, Object> clusterMarkers(Map<String, Object> serverLog) {
+    List<Map<String, Object>> logs = new ArrayList<>(List.of(serverLog));
+    logs.addAll((List<Map<String, Object>>) serverLog.getOrDefault("members", List.of()));
+    Map<String, Object> sums = new LinkedHashMap<>();
+    for (Map<String, Object> log : logs) {
+      ((Map<String, Long>) log.getOrDefault("clusterMarkers", Map.of()))
+          .forEach((k, v) -> sums.merge("log_" + k.replaceAll("([A-Z])", "_$1").toLowerCase(Locale.ROOT), v, (a, b) -> (Long) a + (Long) b));
+    }
+    return sums;
+  }
+
   @SuppressWarnings("unchecked")
   Map<String, Object> metrics(Map<String, Object> merged, Map<String, Object> measured) {
     Map<String, Long> c = (Map<String, Long>) merged.get("counters");
@@ -406,6 +423,7 @@ public final class Bench {
         m.put("kernel_tcp_mem_per_session_kb", perSession(a, b, "tcpMemKb", ready));
         m.put("server_rss_mb", ((Number) a.get("rssKb")).longValue() / 1024.0);
         m.put("unexpected_drops", c.get("unexpectedDrops"));
+        if (measured.get("massClose") instanceof Map<?, ?> close) m.put("mass_close_all_detached_s", close.get("allDetachedS"));
       }
       case "storm" -> {
         List<Long> res = (List<Long>) merged.get("stormResumedMs");
@@ -850,6 +868,46 @@ public final class Bench {
       return s;
     }
 
+    /**
+     * After every client closed its socket at once (the end of density): seconds until no node
+     * holds an attached session or an open connection any more, sampled once a second from each
+     * node's /metrics. A node that does not answer is counted (it was stopped or is starved).
+     */
+    Map<String, Object> awaitAllDetached(long timeoutS) throws InterruptedException {
+      long t0 = System.nanoTime();
+      long deadline = t0 + TimeUnit.SECONDS.toNanos(timeoutS);
+      Map<String, Object> r = new LinkedHashMap<>();
+      int silentSamples = 0;
+      while (true) {
+        long attached = 0, open = 0;
+        boolean allAnswered = true;
+        for (ServerProc node : allNodes()) {
+          try {
+            String text = node.get("/metrics").body();
+            attached += (long) Machine.promValue(text, "tether_sessions", "state=\"attached\"");
+            open += (long) Machine.promValue(text, "tether_connections_open", null);
+          } catch (Exception e) {
+            allAnswered = false;
+          }
+        }
+        if (!allAnswered) silentSamples++;
+        double s = Math.round((System.nanoTime() - t0) / 1e7) / 100.0;
+        if (allAnswered && attached == 0 && open == 0) {
+          r.put("allDetachedS", s);
+          break;
+        }
+        if (System.nanoTime() > deadline) {
+          r.put("allDetachedS", null);
+          r.put("stillAttached", attached);
+          r.put("stillOpen", open);
+          break;
+        }
+        Thread.sleep(1000);
+      }
+      r.put("samplesWithANodeSilent", silentSamples);
+      return r;
+    }
+
     /** What the server says about itself (Tether: the cluster's shards and entities). */
     Object info() {
       try {
@@ -1057,6 +1115,22 @@ public final class Bench {
       }
     }
 
+    /**
+     * The sum of a metric's samples in Prometheus text ({@code name{labels} value}), keeping only
+     * the samples whose labels contain {@code label} when it is not null.
+     */
+    static double promValue(String text, String name, String label) {
+      double sum = 0;
+      for (String line : text.split("\n")) {
+        if (line.startsWith("#") || !(line.startsWith(name + "{") || line.startsWith(name + " "))) continue;
+        int space = line.lastIndexOf(' ');
+        String series = line.substring(0, space);
+        if (label != null && !series.contains(label)) continue;
+        sum += Double.parseDouble(line.substring(space + 1));
+      }
+      return sum;
+    }
+
     static long statusKb(long pid, String key) {
       try {
         for (String l : Files.readAllLines(Path.of("/proc/" + pid + "/status"))) {
@@ -1130,6 +1204,14 @@ public final class Bench {
       try {
         List<String> lines = Files.readAllLines(log, StandardCharsets.UTF_8);
         long errors = 0, warns = 0;
+        // Signs of a cluster under strain (pekko's own log lines), counted over the whole run.
+        Map<String, String> markers = new LinkedHashMap<>();
+        markers.put("flushTimeouts", "FlushBeforeDeathWatchNotification - Flush timeout");
+        markers.put("heartbeatIntervalWarnings", "heartbeat interval is growing too large");
+        markers.put("unreachableMarks", "Marking node as UNREACHABLE");
+        markers.put("downingDecisions", "SBR took decision");
+        Map<String, Long> markerCounts = new LinkedHashMap<>();
+        markers.keySet().forEach(k -> markerCounts.put(k, 0L));
         List<String> samples = new ArrayList<>();
         Map<String, Integer> warnKinds = new HashMap<>();
         for (String l : lines) {
@@ -1137,11 +1219,15 @@ public final class Bench {
           boolean w = l.contains(" WARN ") || l.contains("\"level\":\"WARN\"");
           if (e) errors++;
           if (w) warns++;
+          markers.forEach((k, text) -> {
+            if (l.contains(text)) markerCounts.merge(k, 1L, Long::sum);
+          });
           if ((e || w) && samples.size() < 15) samples.add(l.length() > 400 ? l.substring(0, 400) : l);
         }
         r.put("logLines", lines.size());
         r.put("logErrorLines", errors);
         r.put("logWarnLines", warns);
+        r.put("clusterMarkers", markerCounts);
         r.put("logSamples", samples);
       } catch (IOException e) {
         r.put("logError", e.toString());
