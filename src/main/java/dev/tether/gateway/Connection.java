@@ -88,12 +88,17 @@ public final class Connection {
     INSTANCE
   }
 
-  /** The session did not answer our Detach with Released in time: stop anyway. */
-  private enum ReleaseTimeout implements Command {
+  /** Has the replay the welcome announced arrived, or at least moved on since the last check? */
+  private enum ReplayCheck implements Command {
     INSTANCE
   }
 
-  private static final Duration RELEASE_WAIT = Duration.ofSeconds(2);
+  /**
+   * A replay whose last messages were dropped between nodes has no later message to reveal the
+   * gap, so the connection checks its progress this often. Only no progress at all for a whole
+   * interval counts as a loss: a slow cluster link must not make clients resume over and over.
+   */
+  private static final Duration REPLAY_CHECK_INTERVAL = Duration.ofSeconds(5);
 
   /** This node is stopping (graceful shutdown): close with 1012 so the client resumes elsewhere. */
   enum ServerStopping implements Command {
@@ -184,9 +189,9 @@ public final class Connection {
   private ClientProxy.Command handshakeCommand; // Open or Resume, re-sent until the session answers
   private boolean checkingTombstone;
   private long lastWrittenSeq;
+  private long replayEnd; // the welcome's lastSeq: the replay ends there
+  private long writtenAtReplayCheck;
   private boolean sessionReleased; // detached, ended, or taken over: nothing more to tell it
-  private boolean detachSent; // this connection told the session Detach (with itself to answer)
-  private boolean sessionLetGo; // ...and the session answered Released: it no longer watches us
   private boolean sessionStopped; // the incarnation that welcomed us stopped (moved, passivated, node died)
 
   private Connection(
@@ -503,6 +508,9 @@ public final class Connection {
     // filled it): the socket is then closing (4009) and the session was told so.
     if (closing != null) return closing;
     timers.startSingleTimer(HeartbeatCheck.INSTANCE, settings.heartbeatTimeout());
+    replayEnd = welcome.lastSeq();
+    writtenAtReplayCheck = lastWrittenSeq;
+    if (lastWrittenSeq < replayEnd) timers.startSingleTimer(ReplayCheck.INSTANCE, REPLAY_CHECK_INTERVAL);
     return stash.unstashAll(attached());
   }
 
@@ -514,6 +522,7 @@ public final class Connection {
         .onMessage(FrameReceived.class, this::onFrameAttached)
         .onMessage(FromSession.class, this::onSessionAttached)
         .onMessageEquals(HeartbeatCheck.INSTANCE, this::onHeartbeatCheck)
+        .onMessageEquals(ReplayCheck.INSTANCE, this::onReplayCheck)
         .onMessage(StreamEnded.class, m -> stopped())
         .onMessageEquals(SessionStopped.INSTANCE, this::onSessionStopped)
         .onMessageEquals(ServerStopping.INSTANCE, () -> close(1012, "server stopping, resume to continue"))
@@ -548,13 +557,35 @@ public final class Connection {
     return closingOrSame();
   }
 
+  private Behavior<Command> onReplayCheck() {
+    if (lastWrittenSeq >= replayEnd) return Behaviors.same();
+    if (lastWrittenSeq == writtenAtReplayCheck) return missedMessage(lastWrittenSeq + 1);
+    writtenAtReplayCheck = lastWrittenSeq;
+    timers.startSingleTimer(ReplayCheck.INSTANCE, REPLAY_CHECK_INTERVAL);
+    return Behaviors.same();
+  }
+
+  /** A message from the session never arrived: the client resumes, and gets it from the outbox. */
+  private Behavior<Command> missedMessage(long seq) {
+    metrics.deliveryGap();
+    context.getLog().warn("session {}: seq {} did not arrive (after {}); closing 1012 so the client resumes", sessionId, seq, lastWrittenSeq);
+    return close(1012, "missed a message, resume to continue");
+  }
+
   private Behavior<Command> onSessionAttached(FromSession fromSession) {
     ToConnection message = fromSession.message();
     if (message instanceof ToConnection.Deliver deliver) {
-      // Replay and live messages come from one sender in order; this guard only keeps a
-      // duplicate from ever reaching the client should that ever be broken.
-      if (deliver.message().seq() > lastWrittenSeq) {
-        lastWrittenSeq = deliver.message().seq();
+      // Replay and live messages come from one sender in order, each seq one more than the last
+      // (the welcome says where the replay starts), so a seq further ahead means one was lost on
+      // the way: between nodes pekko drops messages when a link's send queue is full. Writing it
+      // would show the client a gap, and its cumulative ack would then forget the missing one.
+      // Instead the client resumes, and the session replays from its outbox what it missed.
+      // (The last messages of a replay have no later one to reveal their loss: onReplayCheck.)
+      long seq = deliver.message().seq();
+      if (seq > lastWrittenSeq + 1) return missedMessage(lastWrittenSeq + 1);
+      // A seq already written is a duplicate; this guard keeps it from the client.
+      if (seq == lastWrittenSeq + 1) {
+        lastWrittenSeq = seq;
         if (write(FrameCodec.msg(deliver.message()))) metrics.messageWritten();
       }
     } else if (message instanceof ToConnection.UpstreamConfirmed confirmed) {
@@ -572,8 +603,6 @@ public final class Connection {
       write(FrameCodec.kicked(kicked.reason()));
       boolean takenOver = "taken-over".equals(kicked.reason());
       return close(takenOver ? 4002 : 4004, takenOver ? "taken over" : "kicked");
-    } else if (message instanceof ToConnection.Released) {
-      sessionLetGo = true;
     } else if (message instanceof ToConnection.LoggedOut) {
       sessionReleased = true;
       write(FrameCodec.BYE);
@@ -673,8 +702,7 @@ public final class Connection {
   private void releaseSession() {
     if (session != null && !sessionReleased) {
       sessionReleased = true;
-      detachSent = true;
-      ClientProxy.Detach detach = new ClientProxy.Detach(generation, sessionAdapter);
+      ClientProxy.Detach detach = new ClientProxy.Detach(generation);
       if (sessionStopped) {
         // The incarnation we knew is gone: a Detach sent to it would be lost, and the session
         // would stay attached in the journal with no grace deadline (for instance when a
@@ -705,7 +733,7 @@ public final class Connection {
           r.ackTo().tell(StreamAck.INSTANCE);
           return Behaviors.same();
         })
-        .onMessage(FromSession.class, this::onSessionWhileClosing)
+        .onMessage(FromSession.class, m -> Behaviors.same()) // nothing can reach the client any more
         .onMessage(StreamEnded.class, m -> stopped())
         .onMessageEquals(CloseStalled.INSTANCE, this::stopped)
         .onMessageEquals(Admitted.INSTANCE, Behaviors::same) // a turn granted as it closed: given back already
@@ -713,36 +741,17 @@ public final class Connection {
         .build();
   }
 
-  private Behavior<Command> onSessionWhileClosing(FromSession fromSession) {
-    if (fromSession.message() instanceof ToConnection.Released) sessionLetGo = true;
-    return Behaviors.same(); // nothing else can reach the client any more
-  }
-
   /**
-   * The socket is gone. A session on another node watches this actor (to detach if this node
-   * dies); stopping while it still does makes pekko flush the link to that node before telling it,
-   * one flush per stopped connection, which a mass disconnect turns into thousands of flushes
-   * timing out. So when this connection sent Detach to a remote session, it waits (at most
-   * {@link #RELEASE_WAIT}) for the session's Released, sent once it stopped watching.
+   * The socket is gone. The session (which watches this actor, to detach if this node dies) is
+   * told Detach; it may also see this actor stop first: either starts its grace period. Pekko
+   * does not flush the link before telling it (cluster.conf, death-watch-notification-flush-timeout).
    */
   private Behavior<Command> stopped() {
     admission.leave(admissionTurn);
     abandonUnwelcomedSession();
     releaseSession();
     metrics.connectionClosed();
-    // (Nobody watches us when the incarnation we knew stopped: the next one has no connection.)
-    if (!detachSent || sessionLetGo || sessionStopped || !session.path().address().hasGlobalScope()) {
-      return Behaviors.stopped();
-    }
-    timers.cancelAll();
-    timers.startSingleTimer(ReleaseTimeout.INSTANCE, RELEASE_WAIT);
-    return Behaviors.receive(Command.class)
-        .onMessage(
-            FromSession.class,
-            m -> m.message() instanceof ToConnection.Released ? Behaviors.<Command>stopped() : Behaviors.<Command>same())
-        .onMessageEquals(ReleaseTimeout.INSTANCE, Behaviors::stopped)
-        .onSignal(PostStop.class, s -> onPostStop())
-        .build();
+    return Behaviors.stopped();
   }
 
   /** However the actor stops (also by a failure), it is no longer an open connection. */

@@ -89,16 +89,8 @@ public final class ClientProxy
   public record Resume(String userId, String tokenHash, long lastSeq, ActorRef<ToConnection> connection)
       implements Command {}
 
-  /**
-   * The connection of {@code generation} is gone without a {@code bye}: the grace period starts.
-   * {@code replyTo} (may be null) is told {@link ToConnection.Released} once the session no
-   * longer watches that connection.
-   */
-  public record Detach(long generation, ActorRef<ToConnection> replyTo) implements Command {
-    public Detach(long generation) {
-      this(generation, null);
-    }
-  }
+  /** The connection of {@code generation} is gone without a {@code bye}: the grace period starts. */
+  public record Detach(long generation) implements Command {}
 
   /** Queue a downstream message (from the backend or from another client). */
   public record Enqueue(Draft draft, ActorRef<EnqueueResult> replyTo) implements Command {}
@@ -665,7 +657,6 @@ public final class ClientProxy
     if (cmd instanceof UpstreamDeliveryDone c) return onUpstreamDeliveryDone(state, c);
     if (cmd instanceof RetryPendingWork c) return onRetryPendingWork(state, c);
     if (cmd instanceof EraseDone c) return onEraseDone(state, c);
-    if (cmd instanceof Detach c && c.replyTo() != null) return Effect().reply(c.replyTo(), new ToConnection.Released());
     if (cmd instanceof RoomMembershipDone) {
       // Ended (kicked) during a join: what waited for it is answered as an ended session's.
       joining = false;
@@ -758,17 +749,13 @@ public final class ClientProxy
   }
 
   private ReplyEffect<Event, State> onDetach(State state, Detach cmd) {
-    if (cmd.generation() != state.generation || state.status != Status.ATTACHED) {
-      // Not (or no longer) this session's connection: nothing watches it here.
-      if (cmd.replyTo() != null) cmd.replyTo().tell(new ToConnection.Released());
-      return Effect().noReply();
-    }
-    return detach(cmd.replyTo());
+    if (cmd.generation() != state.generation || state.status != Status.ATTACHED) return Effect().noReply();
+    return detach();
   }
 
   private ReplyEffect<Event, State> onConnectionTerminated(State state, ConnectionTerminated cmd) {
     if (state.status != Status.ATTACHED || !cmd.connection().equals(connection)) return Effect().noReply();
-    return detach(null);
+    return detach();
   }
 
   /**
@@ -809,21 +796,14 @@ public final class ClientProxy
   private ReplyEffect<Event, State> onDetachAfterRecovery(State state, DetachAfterRecovery cmd) {
     // The node that held the connection died; no connection is attached to this incarnation.
     if (state.status != Status.ATTACHED || connection != null) return Effect().noReply();
-    return detach(null);
+    return detach();
   }
 
-  /** @param released told {@link ToConnection.Released} once the connection is unwatched (may be null) */
-  private ReplyEffect<Event, State> detach(ActorRef<ToConnection> released) {
+  private ReplyEffect<Event, State> detach() {
     long deadline = clock.millis() + settings.grace().toMillis();
-    // Let the connection go at once, not once Detached is persisted: it waits for Released
-    // before it stops (Connection.stopped), because stopping while a session on another node
-    // still watches it makes pekko flush the link to that node first, and when a whole node's
-    // clients drop together the persists queue for seconds. (On two starved cores the session
-    // may still not reach the Detach within the connection's wait: docs/BENCHMARKS.md,
-    // thirteenth session.) Commands wait while the event is persisted, and a failed persist
-    // stops the session, so nothing can use the connection meanwhile.
+    // The connection is let go before Detached is persisted: commands wait while the event is
+    // persisted, and a failed persist stops the session, so nothing can use it meanwhile.
     releaseConnection();
-    if (released != null) released.tell(new ToConnection.Released());
     return Effect()
         .persist(new Detached(deadline))
         .thenRun(

@@ -61,9 +61,4 @@ public sealed interface ToConnection extends CborSerializable {
 
   record LoggedOut() implements ToConnection {}
 
-  /**
-   * The answer to a {@link ClientProxy.Detach}: the session no longer watches this connection,
-   * so the connection can stop without pekko having to tell a remote watcher (see Connection).
-   */
-  record Released() implements ToConnection {}
 }

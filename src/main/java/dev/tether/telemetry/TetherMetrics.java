@@ -59,6 +59,7 @@ public final class TetherMetrics {
   private final DistributionSummary outboxDepth;
   private final DistributionSummary outboxBytes;
   private final Timer persistLatency;
+  private final Counter deliveryGaps;
   private final ConcurrentHashMap<String, AtomicLong> shardGauges = new ConcurrentHashMap<>();
 
   public TetherMetrics() {
@@ -86,6 +87,10 @@ public final class TetherMetrics {
     handshakeSessionUnavailable = handshakeFailures("session-unavailable");
     heartbeatTimeouts =
         Counter.builder("tether_heartbeat_timeouts").description("connections closed 4008").register(registry);
+    deliveryGaps =
+        Counter.builder("tether_delivery_gaps")
+            .description("sockets closed 1012 because a message from their session did not arrive (dropped between nodes); the client resumes and gets it")
+            .register(registry);
     slowConsumers =
         Counter.builder("tether_slow_consumer_closes").description("connections closed 4009").register(registry);
     kicks = Counter.builder("tether_kicks").description("sessions kicked by the backend").register(registry);
@@ -329,6 +334,10 @@ public final class TetherMetrics {
 
   public void heartbeatTimeout() {
     heartbeatTimeouts.increment();
+  }
+
+  public void deliveryGap() {
+    deliveryGaps.increment();
   }
 
   public void slowConsumer() {

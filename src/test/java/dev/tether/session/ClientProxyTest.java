@@ -316,7 +316,7 @@ class ClientProxyTest {
     assertEquals(2, lateOpen.state().takeovers());
 
     // A connection that lost the session by detaching is a former holder too.
-    session.runCommand(new ClientProxy.Detach(3, null));
+    session.runCommand(new ClientProxy.Detach(3));
     assertEquals(List.of(), session.runCommand(new Resume(user, TOKEN_HASH, 0, newest.getRef())).events());
     newest.expectNoMessage();
     assertEquals(Status.DETACHED, session.getState().status());
@@ -486,33 +486,6 @@ class ClientProxyTest {
     var view = session.<StateReply>runCommand(GetState::new).reply().view();
     assertEquals("detached", view.state());
     assertEquals(deadline, view.graceDeadline());
-  }
-
-  @Test
-  void detachAnswersReleasedOnceTheSessionNoLongerWatchesTheConnection() {
-    ToConnection.Welcome welcome = open();
-    TestProbe<ToConnection> stranger = testKit.createTestProbe(ToConnection.class);
-
-    // A Detach for another generation: this session never watched that connection.
-    assertTrue(session.runCommand(new Detach(welcome.generation() + 1, stranger.getRef())).hasNoEvents());
-    stranger.expectMessage(new ToConnection.Released());
-
-    // Its own connection: the watch is removed and Released sent, and the detach is persisted.
-    CommandResult<Command, Event, State> result =
-        session.runCommand(new Detach(welcome.generation(), connection.getRef()));
-    assertEquals(List.of(new Detached(NOW_MS + GRACE.toMillis())), result.events());
-    connection.expectMessage(new ToConnection.Released());
-  }
-
-  @Test
-  void releasedDoesNotWaitForTheDetachToBePersisted() {
-    ToConnection.Welcome welcome = open();
-    // The journal fails the Detached event (a slow journal would only delay it): the connection
-    // is let go all the same, so that it can stop without pekko flushing the link to it first.
-    session.persistenceTestKit().failNextPersisted();
-    Command detach = new Detach(welcome.generation(), connection.getRef());
-    assertThrows(AssertionError.class, () -> session.runCommand(detach), "the failed persist stops the session");
-    connection.expectMessage(new ToConnection.Released());
   }
 
   @Test
@@ -1143,26 +1116,11 @@ class ClientProxyTest {
     String room = "join-then-bye-" + sessionId;
     client.ref().tell(new Join(client.generation(), room));
     client.ref().tell(new Logout(client.generation()));
-    client.ref().tell(new Detach(client.generation(), client.connection().getRef()));
+    client.ref().tell(new Detach(client.generation()));
 
     assertEquals(new ToConnection.RoomJoined(room), client.connection().receiveMessage(WAIT));
     assertEquals(new ToConnection.LoggedOut(), client.connection().receiveMessage(WAIT));
     assertEquals("ended", peerState(client).state());
-  }
-
-  /** Kicked while a join is pending: what waited for the join is still answered (as an ended session's). */
-  @Test
-  void whatWaitedForAJoinIsAnsweredWhenTheSessionIsKickedMeanwhile() throws Exception {
-    Peer client = openPeer();
-    client.ref().tell(new Join(client.generation(), "kicked-during-join-" + sessionId));
-    client.ref().tell(new Detach(client.generation(), client.connection().getRef())); // waits for the join
-    assertTrue(client.ref().<KickResult>ask(Kick::new, WAIT).toCompletableFuture().get(10, TimeUnit.SECONDS).found());
-
-    List<ToConnection> received = new ArrayList<>();
-    awaitAssert(WAIT, () -> {
-      received.add(client.connection().receiveMessage(Duration.ofMillis(500)));
-      assertTrue(received.contains(new ToConnection.Released()), received.toString());
-    });
   }
 
   @Test

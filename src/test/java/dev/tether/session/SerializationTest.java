@@ -88,7 +88,6 @@ class SerializationTest {
         new ClientProxy.Resume("alice", ClientProxy.hashToken("r_x"), 41, connection),
         new ClientProxy.Resume(null, ClientProxy.hashToken("r_x"), 0, connection),
         new ClientProxy.Detach(3),
-        new ClientProxy.Detach(3, connection),
         new ClientProxy.Enqueue(upstreamDraft, enqueueReply),
         new ClientProxy.Enqueue(backendDraft, enqueueReply),
         new ClientProxy.EnqueueAll(List.of(backendDraft, idempotentDraft), enqueueAllReply),
@@ -154,7 +153,6 @@ class SerializationTest {
         new ToConnection.RoomJoined("lobby"),
         new ToConnection.RoomLeft("lobby"),
         new ToConnection.RoomRejected("lobby", "not-in-room", "not a member of lobby"),
-        new ToConnection.Released(),
         new ToConnection.LoggedOut());
   }
 
