@@ -88,18 +88,6 @@ public final class Connection {
     INSTANCE
   }
 
-  /** Has the replay the welcome announced arrived, or at least moved on since the last check? */
-  private enum ReplayCheck implements Command {
-    INSTANCE
-  }
-
-  /**
-   * A replay whose last messages were dropped between nodes has no later message to reveal the
-   * gap, so the connection checks its progress this often. Only no progress at all for a whole
-   * interval counts as a loss: a slow cluster link must not make clients resume over and over.
-   */
-  private static final Duration REPLAY_CHECK_INTERVAL = Duration.ofSeconds(5);
-
   /** This node is stopping (graceful shutdown): close with 1012 so the client resumes elsewhere. */
   enum ServerStopping implements Command {
     INSTANCE
@@ -189,8 +177,6 @@ public final class Connection {
   private ClientProxy.Command handshakeCommand; // Open or Resume, re-sent until the session answers
   private boolean checkingTombstone;
   private long lastWrittenSeq;
-  private long replayEnd; // the welcome's lastSeq: the replay ends there
-  private long writtenAtReplayCheck;
   private boolean sessionReleased; // detached, ended, or taken over: nothing more to tell it
   private boolean sessionStopped; // the incarnation that welcomed us stopped (moved, passivated, node died)
 
@@ -508,9 +494,6 @@ public final class Connection {
     // filled it): the socket is then closing (4009) and the session was told so.
     if (closing != null) return closing;
     timers.startSingleTimer(HeartbeatCheck.INSTANCE, settings.heartbeatTimeout());
-    replayEnd = welcome.lastSeq();
-    writtenAtReplayCheck = lastWrittenSeq;
-    if (lastWrittenSeq < replayEnd) timers.startSingleTimer(ReplayCheck.INSTANCE, REPLAY_CHECK_INTERVAL);
     return stash.unstashAll(attached());
   }
 
@@ -522,7 +505,6 @@ public final class Connection {
         .onMessage(FrameReceived.class, this::onFrameAttached)
         .onMessage(FromSession.class, this::onSessionAttached)
         .onMessageEquals(HeartbeatCheck.INSTANCE, this::onHeartbeatCheck)
-        .onMessageEquals(ReplayCheck.INSTANCE, this::onReplayCheck)
         .onMessage(StreamEnded.class, m -> stopped())
         .onMessageEquals(SessionStopped.INSTANCE, this::onSessionStopped)
         .onMessageEquals(ServerStopping.INSTANCE, () -> close(1012, "server stopping, resume to continue"))
@@ -557,14 +539,6 @@ public final class Connection {
     return closingOrSame();
   }
 
-  private Behavior<Command> onReplayCheck() {
-    if (lastWrittenSeq >= replayEnd) return Behaviors.same();
-    if (lastWrittenSeq == writtenAtReplayCheck) return missedMessage(lastWrittenSeq + 1);
-    writtenAtReplayCheck = lastWrittenSeq;
-    timers.startSingleTimer(ReplayCheck.INSTANCE, REPLAY_CHECK_INTERVAL);
-    return Behaviors.same();
-  }
-
   /** A message from the session never arrived: the client resumes, and gets it from the outbox. */
   private Behavior<Command> missedMessage(long seq) {
     metrics.deliveryGap();
@@ -580,7 +554,8 @@ public final class Connection {
       // the way: between nodes pekko drops messages when a link's send queue is full. Writing it
       // would show the client a gap, and its cumulative ack would then forget the missing one.
       // Instead the client resumes, and the session replays from its outbox what it missed.
-      // (The last messages of a replay have no later one to reveal their loss: onReplayCheck.)
+      // (The last messages of a burst have no later one to reveal their loss: the session's
+      // WrittenUpTo does, check-written-after later.)
       long seq = deliver.message().seq();
       if (seq > lastWrittenSeq + 1) return missedMessage(lastWrittenSeq + 1);
       // A seq already written is a duplicate; this guard keeps it from the client.
@@ -588,6 +563,9 @@ public final class Connection {
         lastWrittenSeq = seq;
         if (write(FrameCodec.msg(deliver.message()))) metrics.messageWritten();
       }
+    } else if (message instanceof ToConnection.WrittenUpTo written) {
+      // Sent after the deliveries it counts, on the same link: short of it, the rest was dropped.
+      if (written.seq() > lastWrittenSeq) return missedMessage(lastWrittenSeq + 1);
     } else if (message instanceof ToConnection.UpstreamConfirmed confirmed) {
       write(FrameCodec.sent(confirmed.cseq()));
     } else if (message instanceof ToConnection.UpstreamRejected rejected) {

@@ -148,6 +148,15 @@ public final class ClientProxy
     INSTANCE
   }
 
+  /**
+   * {@code check-written-after} a write: if the client has not acknowledged it, the connection is
+   * told how far the session wrote (it closes 1012 if it wrote less: a delivery was dropped).
+   */
+  private enum CheckWritten implements Command {
+    INSTANCE
+  }
+
+
   private enum DetachAfterRecovery implements Command {
     INSTANCE
   }
@@ -640,6 +649,7 @@ public final class ClientProxy
     if (cmd instanceof GraceExpired c) return onGraceExpired(state, c);
     if (cmd instanceof ExpireIfDue c) return onExpireIfDue(state, c);
     if (cmd instanceof PassivateIfIdle c) return onPassivateIfIdle(state, c);
+    if (cmd == CheckWritten.INSTANCE) return onCheckWritten(state);
     if (cmd instanceof DetachAfterRecovery c) return onDetachAfterRecovery(state, c);
     if (cmd instanceof ConnectionTerminated c) return onConnectionTerminated(state, c);
     if (cmd instanceof UserIndexDone c) return onUserIndexDone(state, c);
@@ -744,6 +754,7 @@ public final class ClientProxy
               connection.tell(welcome(newState, resumed, from, replay.size(), lostForClient));
               for (OutboxMessage message : replay) connection.tell(new ToConnection.Deliver(message));
               writtenUpTo = newState.lastSeq();
+              if (!replay.isEmpty()) checkWrittenLater();
             })
         .thenNoReply();
   }
@@ -833,6 +844,15 @@ public final class ClientProxy
     timers.startSingleTimer(PassivateIfIdle.INSTANCE, settings.passivateDetachedAfter());
   }
 
+  private void checkWrittenLater() {
+    if (!timers.isTimerActive(CheckWritten.INSTANCE)) timers.startSingleTimer(CheckWritten.INSTANCE, settings.checkWrittenAfter());
+  }
+
+  private ReplyEffect<Event, State> onCheckWritten(State state) {
+    if (connection != null && writtenUpTo > state.ackedSeq) connection.tell(new ToConnection.WrittenUpTo(writtenUpTo));
+    return Effect().noReply();
+  }
+
   private ReplyEffect<Event, State> onPassivateIfIdle(State state, PassivateIfIdle cmd) {
     if (state.status != Status.DETACHED) return Effect().noReply();
     if (deliveringUpstream || !state.pendingUpstream.isEmpty() || !state.userIndexed) {
@@ -911,6 +931,7 @@ public final class ClientProxy
               if (connection != null) {
                 for (MessageQueued queued : plan.events()) connection.tell(new ToConnection.Deliver(queued.message()));
                 writtenUpTo = plan.events().get(plan.events().size() - 1).message().seq();
+                checkWrittenLater();
               }
             });
   }

@@ -11,6 +11,9 @@ import java.time.Duration;
  *     back, and {@link GraceSweeper} wakes it when its grace period is over)
  * @param readModelWaitBeforeErase how long an ended session waits, at most, for the inspection
  *     read model to project its last events before they are erased
+ * @param checkWrittenAfter how long after writing to its connection a session whose client has
+ *     not acknowledged the writes tells the connection how far it wrote (a delivery dropped
+ *     between nodes, with none after it, is noticed so)
  */
 public record ClientProxySettings(
     Duration grace,
@@ -20,11 +23,12 @@ public record ClientProxySettings(
     Duration tombstoneRetention,
     Duration askTimeout,
     Duration passivateDetachedAfter,
-    Duration readModelWaitBeforeErase) {
+    Duration readModelWaitBeforeErase,
+    Duration checkWrittenAfter) {
 
   /**
-   * The default of 30 s for {@code passivateDetachedAfter}, and no wait for a read model before
-   * erasing (unit tests: no projection runs).
+   * The default of 30 s for {@code passivateDetachedAfter}, no wait for a read model before
+   * erasing (unit tests: no projection runs), and 10 s for {@code checkWrittenAfter}.
    */
   public ClientProxySettings(
       Duration grace,
@@ -41,7 +45,8 @@ public record ClientProxySettings(
         tombstoneRetention,
         askTimeout,
         Duration.ofSeconds(30),
-        Duration.ZERO);
+        Duration.ZERO,
+        Duration.ofSeconds(10));
   }
 
   public static ClientProxySettings from(Config config) {
@@ -54,6 +59,7 @@ public record ClientProxySettings(
         c.getDuration("tombstone-retention"),
         c.getDuration("ask-timeout"),
         c.getDuration("passivate-detached-after"),
-        c.getDuration("read-model-wait-before-erase"));
+        c.getDuration("read-model-wait-before-erase"),
+        c.getDuration("check-written-after"));
   }
 }

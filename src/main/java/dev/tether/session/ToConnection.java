@@ -59,6 +59,13 @@ public sealed interface ToConnection extends CborSerializable {
 
   record RoomRejected(String room, String code, String message) implements ToConnection {}
 
+  /**
+   * The session has sent this connection every seq up to {@code seq}. Sent only when the client
+   * has not acknowledged them a while after the last one: if the connection has written less,
+   * the rest was dropped between nodes (see Connection), and no later message will reveal it.
+   */
+  record WrittenUpTo(long seq) implements ToConnection {}
+
   record LoggedOut() implements ToConnection {}
 
 }

@@ -632,6 +632,26 @@ class ClientProxyTest {
   }
 
   @Test
+  void writesTheClientDoesNotAcknowledgeMakeTheSessionTellTheConnectionHowFarItWrote() {
+    Duration checkAfter = Duration.ofMillis(300);
+    session =
+        sessionWith(
+            new ClientProxySettings(
+                GRACE, 100, 64 * 1024, 200, Duration.ofDays(7), Duration.ofSeconds(3), Duration.ofSeconds(30), Duration.ZERO, checkAfter));
+    ToConnection.Welcome welcome = open();
+    enqueueBackend("{\"n\":1}", "{\"n\":2}");
+    expectDelivered(connection, 1, 2);
+    // Not acknowledged: a connection that wrote less would know the rest was dropped on the way.
+    assertEquals(new ToConnection.WrittenUpTo(2), connection.receiveMessage(WAIT));
+
+    // Acknowledged in time: nothing to check.
+    enqueueBackend("{\"n\":3}");
+    expectDelivered(connection, 3);
+    session.runCommand(new Ack(welcome.generation(), 3));
+    connection.expectNoMessage(checkAfter.multipliedBy(3));
+  }
+
+  @Test
   void onlyTheAdditionThatEvictsSaysSoInARun() {
     // Bounded by bytes (1000), not by count (10): a large message is pushed out by the run's
     // first addition, and the second fits without evicting anything.
@@ -1084,7 +1104,7 @@ class ClientProxyTest {
   @Test
   void anEndedSessionIsErasedAfterTheReadModelWaitEvenIfTheProjectionNeverCatchesUp() throws Exception {
     ClientProxySettings waiting =
-        new ClientProxySettings(GRACE, 100, 64 * 1024, 200, Duration.ofDays(7), Duration.ofSeconds(3), Duration.ofSeconds(30), Duration.ofSeconds(1));
+        new ClientProxySettings(GRACE, 100, 64 * 1024, 200, Duration.ofDays(7), Duration.ofSeconds(3), Duration.ofSeconds(30), Duration.ofSeconds(1), Duration.ofSeconds(10));
     session = sessionWith(waiting, new SessionStore(database.dataSource(), storeExecutor, "a-projection-that-never-runs"));
     ToConnection.Welcome welcome = open();
     // A journal row in the database the read model has not passed (the test kit keeps its own journal).

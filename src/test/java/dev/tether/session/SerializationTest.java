@@ -153,6 +153,7 @@ class SerializationTest {
         new ToConnection.RoomJoined("lobby"),
         new ToConnection.RoomLeft("lobby"),
         new ToConnection.RoomRejected("lobby", "not-in-room", "not a member of lobby"),
+        new ToConnection.WrittenUpTo(42),
         new ToConnection.LoggedOut());
   }
 
