@@ -306,6 +306,7 @@ public final class Bench {
         m.put("connectedEvents", ev);
         Thread.sleep(i("settle-s") * 1000L);
         m.put("loaded", srv.snapshot(true));
+        srv.jfrStart(); // with --jfr true: the first node during the mass close
         goAll(workers); // every client closes its socket at once
         if (server.equals("tether")) m.put("massClose", srv.awaitAllDetached(i("close-timeout-s")));
       }
