@@ -3,6 +3,10 @@
 
     python3 bench/jfr-summary.py bench/results/<run>.jfr [top] [--skip-s N]
 
+--window HH:MM:SS-HH:MM:SS keeps only the events that started in that span (the recording's
+wall-clock times, as `jfr print` shows them): for instance the mass close at the end of a density
+run, found from the node logs.
+
 --skip-s N leaves out the recording's first N seconds (a run's warm-up, while C2 still compiles),
 so what remains is the steady state: `bench.sh throughput --warmup-s 200 --jfr true`, then
 `--skip-s 200`.
@@ -17,6 +21,7 @@ import sys
 
 
 SKIP_S = 0.0
+WINDOW = None  # (from, to) as "HH:MM:SS" strings
 
 
 def seconds_of_day(event):
@@ -25,13 +30,21 @@ def seconds_of_day(event):
 
 
 def events(jfr, name):
-    out = subprocess.run(["jfr", "print", "--events", name, jfr], capture_output=True, text=True, check=True).stdout
+    # Deep enough for a frame of Tether or pekko's remoting under the dispatcher's own frames.
+    out = subprocess.run(["jfr", "print", "--stack-depth", "30", "--events", name, jfr], capture_output=True, text=True, check=True).stdout
     found = out.split(name + " {")[1:]
+    if WINDOW:
+        found = [e for e in found if in_window(e)]
     if SKIP_S <= 0:
         return found
     start = recording_start(jfr)
     # Recordings here last minutes, not days: a time earlier than the start means midnight passed.
     return [e for e in found if (seconds_of_day(e) - start) % 86400 >= SKIP_S]
+
+
+def in_window(event):
+    m = re.search(r"startTime = ([\d:]+)", event)
+    return m is not None and WINDOW[0] <= m.group(1) <= WINDOW[1]
 
 
 _start = {}
@@ -57,8 +70,12 @@ def ms(text):
 
 
 def main():
-    global SKIP_S
+    global SKIP_S, WINDOW
     args = sys.argv[1:]
+    if "--window" in args:
+        i = args.index("--window")
+        WINDOW = tuple(args[i + 1].split("-"))
+        del args[i : i + 2]
     if "--skip-s" in args:
         i = args.index("--skip-s")
         SKIP_S = float(args[i + 1])
