@@ -539,10 +539,10 @@ public final class Connection {
     return closingOrSame();
   }
 
-  /** A message from the session never arrived: the client resumes, and gets it from the outbox. */
-  private Behavior<Command> missedMessage(long seq) {
+  /** The seq after the last one written never arrived: the client resumes, and gets it from the outbox. */
+  private Behavior<Command> missedMessage() {
     metrics.deliveryGap();
-    context.getLog().warn("session {}: seq {} did not arrive (after {}); closing 1012 so the client resumes", sessionId, seq, lastWrittenSeq);
+    context.getLog().warn("session {}: seq {} did not arrive (after {}); closing 1012 so the client resumes", sessionId, lastWrittenSeq + 1, lastWrittenSeq);
     return close(1012, "missed a message, resume to continue");
   }
 
@@ -557,7 +557,7 @@ public final class Connection {
       // (The last messages of a burst have no later one to reveal their loss: the session's
       // WrittenUpTo does, check-written-after later.)
       long seq = deliver.message().seq();
-      if (seq > lastWrittenSeq + 1) return missedMessage(lastWrittenSeq + 1);
+      if (seq > lastWrittenSeq + 1) return missedMessage();
       // A seq already written is a duplicate; this guard keeps it from the client.
       if (seq == lastWrittenSeq + 1) {
         lastWrittenSeq = seq;
@@ -565,7 +565,7 @@ public final class Connection {
       }
     } else if (message instanceof ToConnection.WrittenUpTo written) {
       // Sent after the deliveries it counts, on the same link: short of it, the rest was dropped.
-      if (written.seq() > lastWrittenSeq) return missedMessage(lastWrittenSeq + 1);
+      if (written.seq() > lastWrittenSeq) return missedMessage();
     } else if (message instanceof ToConnection.UpstreamConfirmed confirmed) {
       write(FrameCodec.sent(confirmed.cseq()));
     } else if (message instanceof ToConnection.UpstreamRejected rejected) {

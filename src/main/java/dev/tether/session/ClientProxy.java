@@ -156,7 +156,6 @@ public final class ClientProxy
     INSTANCE
   }
 
-
   private enum DetachAfterRecovery implements Command {
     INSTANCE
   }
@@ -649,7 +648,7 @@ public final class ClientProxy
     if (cmd instanceof GraceExpired c) return onGraceExpired(state, c);
     if (cmd instanceof ExpireIfDue c) return onExpireIfDue(state, c);
     if (cmd instanceof PassivateIfIdle c) return onPassivateIfIdle(state, c);
-    if (cmd == CheckWritten.INSTANCE) return onCheckWritten(state);
+    if (cmd instanceof CheckWritten) return onCheckWritten(state);
     if (cmd instanceof DetachAfterRecovery c) return onDetachAfterRecovery(state, c);
     if (cmd instanceof ConnectionTerminated c) return onConnectionTerminated(state, c);
     if (cmd instanceof UserIndexDone c) return onUserIndexDone(state, c);

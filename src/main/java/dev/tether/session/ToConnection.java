@@ -67,5 +67,4 @@ public sealed interface ToConnection extends CborSerializable {
   record WrittenUpTo(long seq) implements ToConnection {}
 
   record LoggedOut() implements ToConnection {}
-
 }

@@ -26,7 +26,6 @@ import java.util.Collections;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.Callable;
@@ -391,7 +390,7 @@ public final class Bench {
     Map<String, Object> sums = new LinkedHashMap<>();
     for (Map<String, Object> log : logs) {
       ((Map<String, Long>) log.getOrDefault("clusterMarkers", Map.of()))
-          .forEach((k, v) -> sums.merge("log_" + k.replaceAll("([A-Z])", "_$1").toLowerCase(Locale.ROOT), v, (a, b) -> (Long) a + (Long) b));
+          .forEach((k, v) -> sums.merge("log_" + k, v, (a, b) -> (Long) a + (Long) b));
     }
     return sums;
   }
@@ -1207,10 +1206,10 @@ public final class Bench {
         long errors = 0, warns = 0;
         // Signs of a cluster under strain (pekko's own log lines), counted over the whole run.
         Map<String, String> markers = new LinkedHashMap<>();
-        markers.put("flushTimeouts", "FlushBeforeDeathWatchNotification - Flush timeout");
-        markers.put("heartbeatIntervalWarnings", "heartbeat interval is growing too large");
-        markers.put("unreachableMarks", "Marking node as UNREACHABLE");
-        markers.put("downingDecisions", "SBR took decision");
+        markers.put("flush_timeouts", "FlushBeforeDeathWatchNotification - Flush timeout");
+        markers.put("heartbeat_interval_warnings", "heartbeat interval is growing too large");
+        markers.put("unreachable_marks", "Marking node as UNREACHABLE");
+        markers.put("downing_decisions", "SBR took decision");
         Map<String, Long> markerCounts = new LinkedHashMap<>();
         markers.keySet().forEach(k -> markerCounts.put(k, 0L));
         List<String> samples = new ArrayList<>();
