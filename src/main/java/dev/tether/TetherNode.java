@@ -23,6 +23,7 @@ import dev.tether.session.ClientProxySettings;
 import dev.tether.session.Delivery;
 import dev.tether.session.GraceSweeper;
 import dev.tether.session.Membership;
+import dev.tether.session.NodeDepartures;
 import dev.tether.session.SessionStore;
 import dev.tether.telemetry.ShardGauges;
 import dev.tether.telemetry.TetherMetrics;
@@ -127,7 +128,11 @@ public final class TetherNode implements AutoCloseable {
             dev.tether.inspection.InspectionProjection.NAME);
     Delivery delivery = new Delivery(system, sessionSettings.askTimeout());
 
-    ClientProxy.init(system, new ClientProxy.Dependencies(sessionSettings, store, delivery, Clock.systemUTC(), metrics));
+    NodeDepartures nodeDepartures = new NodeDepartures();
+    NodeDepartures.follow(system, nodeDepartures);
+    ClientProxy.init(
+        system,
+        new ClientProxy.Dependencies(sessionSettings, store, delivery, Clock.systemUTC(), metrics, nodeDepartures));
     Duration passivateMembershipAfter = config.getDuration("tether.session.passivate-membership-after");
     if (passivateMembershipAfter.isZero() || passivateMembershipAfter.isNegative()) {
       throw new IllegalArgumentException(

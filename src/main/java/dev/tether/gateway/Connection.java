@@ -98,6 +98,22 @@ public final class Connection {
     INSTANCE
   }
 
+  /** The session has not answered this connection's Detach yet: send it again. */
+  private enum RetryDetach implements Command {
+    INSTANCE
+  }
+
+  /**
+   * How often, and how many times, a Detach is sent before the connection stops waiting for the
+   * session's Released. Between nodes a Detach can be dropped (a full send queue); the session
+   * no longer watches a connection on another node, so this is what makes its grace period start.
+   * Two minutes cover a cluster busy moving shards; a session that answers nothing for that long
+   * is logged (and detaches when the client comes back, or when it is recovered elsewhere).
+   */
+  private static final Duration DETACH_RETRY = Duration.ofSeconds(1);
+
+  private static final int DETACH_ATTEMPTS = 120;
+
   /** What every connection shares. */
   public record Dependencies(
       GatewaySettings settings,
@@ -179,6 +195,8 @@ public final class Connection {
   private long lastWrittenSeq;
   private boolean sessionReleased; // detached, ended, or taken over: nothing more to tell it
   private boolean sessionStopped; // the incarnation that welcomed us stopped (moved, passivated, node died)
+  private boolean detachUnanswered; // Detach sent, the session's Released not received yet
+  private int detachAttempts;
 
   private Connection(
       Dependencies deps,
@@ -581,6 +599,8 @@ public final class Connection {
       write(FrameCodec.kicked(kicked.reason()));
       boolean takenOver = "taken-over".equals(kicked.reason());
       return close(takenOver ? 4002 : 4004, takenOver ? "taken over" : "kicked");
+    } else if (message instanceof ToConnection.Released) {
+      onReleased();
     } else if (message instanceof ToConnection.LoggedOut) {
       sessionReleased = true;
       write(FrameCodec.BYE);
@@ -676,27 +696,62 @@ public final class Connection {
     return closing;
   }
 
-  /** Tells the session its connection is gone, so its grace period starts now, not later. */
+  /**
+   * Tells the session its connection is gone, so its grace period starts now, not later; re-sent
+   * every {@link #DETACH_RETRY} until the session answers {@link ToConnection.Released}.
+   */
   private void releaseSession() {
     if (session != null && !sessionReleased) {
       sessionReleased = true;
-      ClientProxy.Detach detach = new ClientProxy.Detach(generation);
-      if (sessionStopped) {
-        // The incarnation we knew is gone: a Detach sent to it would be lost, and the session
-        // would stay attached in the journal with no grace deadline (for instance when a
-        // resume slipped in just before it passivated). Through sharding it reaches the next
-        // incarnation, which detaches this generation and starts the grace period.
-        sharding.entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId).tell(detach);
-      } else {
-        session.tell(detach);
-      }
+      detachUnanswered = true;
+      sendDetach();
     }
+  }
+
+  private void sendDetach() {
+    detachAttempts++;
+    ClientProxy.Detach detach = new ClientProxy.Detach(generation, sessionAdapter);
+    if (sessionStopped) {
+      // The incarnation we knew is gone: a Detach sent to it would be lost, and the session
+      // would stay attached in the journal with no grace deadline (for instance when a
+      // resume slipped in just before it passivated). Through sharding it reaches the next
+      // incarnation, which detaches this generation and starts the grace period.
+      sharding.entityRefFor(ClientProxy.ENTITY_TYPE_KEY, sessionId).tell(detach);
+    } else {
+      session.tell(detach);
+    }
+    timers.startSingleTimer(RetryDetach.INSTANCE, DETACH_RETRY);
+  }
+
+  /** @return true when the connection is done waiting (answered, or given up) */
+  private boolean onRetryDetach() {
+    if (!detachUnanswered) return true;
+    if (detachAttempts >= DETACH_ATTEMPTS) {
+      detachUnanswered = false;
+      context.getLog()
+          .warn("session {}: no answer to {} Detach messages; stopping without it (its grace starts when it is recovered)", sessionId, detachAttempts);
+      return true;
+    }
+    sendDetach();
+    return false;
+  }
+
+  private void onReleased() {
+    detachUnanswered = false;
+    timers.cancel(RetryDetach.INSTANCE);
   }
 
   /** The session's incarnation stopped under us: the client resumes to find it where it is now. */
   private Behavior<Command> onSessionStopped() {
     sessionStopped = true;
     return close(1012, "session moved, resume to continue");
+  }
+
+  /** The same, after the socket began closing: a Detach not answered yet goes to the next incarnation. */
+  private Behavior<Command> onSessionStoppedWhileClosing() {
+    sessionStopped = true;
+    if (detachUnanswered) sendDetach();
+    return Behaviors.same();
   }
 
   // Phase 4: the close frame is on its way; wait for the stream to end (at most a few seconds).
@@ -711,31 +766,63 @@ public final class Connection {
           r.ackTo().tell(StreamAck.INSTANCE);
           return Behaviors.same();
         })
-        .onMessage(FromSession.class, m -> Behaviors.same()) // nothing can reach the client any more
+        .onMessage(FromSession.class, this::onSessionWhileClosing) // nothing can reach the client any more
         .onMessage(StreamEnded.class, m -> stopped())
         .onMessageEquals(CloseStalled.INSTANCE, this::stopped)
+        .onMessageEquals(SessionStopped.INSTANCE, this::onSessionStoppedWhileClosing)
+        .onMessageEquals(RetryDetach.INSTANCE, () -> {
+          onRetryDetach();
+          return Behaviors.same();
+        })
         .onMessageEquals(Admitted.INSTANCE, Behaviors::same) // a turn granted as it closed: given back already
         .onSignal(PostStop.class, s -> onPostStop())
         .build();
   }
 
+  private Behavior<Command> onSessionWhileClosing(FromSession fromSession) {
+    if (fromSession.message() instanceof ToConnection.Released) onReleased();
+    return Behaviors.same();
+  }
+
   /**
-   * The socket is gone. The session (which watches this actor, to detach if this node dies) is
-   * told Detach; it may also see this actor stop first: either starts its grace period. Pekko
-   * does not flush the link before telling it (cluster.conf, death-watch-notification-flush-timeout).
+   * The socket is gone. The session is told Detach, which starts its grace period; the actor
+   * stays until the session answers (at most {@link #DETACH_ATTEMPTS} tries), since a session on
+   * another node has no other way to learn that this connection is gone while its node lives.
    */
   private Behavior<Command> stopped() {
     admission.leave(admissionTurn);
     abandonUnwelcomedSession();
     releaseSession();
     metrics.connectionClosed();
-    return Behaviors.stopped();
+    if (!detachUnanswered) return Behaviors.stopped();
+    timers.cancel(CloseStalled.INSTANCE);
+    return Behaviors.receive(Command.class)
+        .onMessage(
+            FromSession.class,
+            m -> {
+              if (!(m.message() instanceof ToConnection.Released)) return Behaviors.same();
+              onReleased();
+              return Behaviors.stopped();
+            })
+        .onMessageEquals(RetryDetach.INSTANCE, () -> onRetryDetach() ? Behaviors.stopped() : Behaviors.same())
+        .onMessageEquals(SessionStopped.INSTANCE, this::onSessionStoppedWhileClosing)
+        .onMessage(FrameReceived.class, r -> {
+          r.ackTo().tell(StreamAck.INSTANCE);
+          return Behaviors.same();
+        })
+        .onSignal(PostStop.class, s -> onPostStop())
+        .build();
   }
 
   /** However the actor stops (also by a failure), it is no longer an open connection. */
   private Behavior<Command> onPostStop() {
     live.remove(context.getSelf());
     admission.leave(admissionTurn);
+    // A failure skipped stopped(): the session still hears of it, once (nothing is left to retry).
+    if (session != null && !sessionReleased) {
+      sessionReleased = true;
+      session.tell(new ClientProxy.Detach(generation, null));
+    }
     return Behaviors.same();
   }
 

@@ -13,6 +13,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.TreeSet;
+import org.apache.pekko.actor.Address;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.ActorSystem;
 import org.apache.pekko.actor.typed.Behavior;
@@ -89,8 +90,14 @@ public final class ClientProxy
   public record Resume(String userId, String tokenHash, long lastSeq, ActorRef<ToConnection> connection)
       implements Command {}
 
-  /** The connection of {@code generation} is gone without a {@code bye}: the grace period starts. */
-  public record Detach(long generation) implements Command {}
+  /**
+   * The connection of {@code generation} is gone without a {@code bye}: the grace period starts.
+   * The session answers {@code replyTo} with {@link ToConnection.Released} once that is recorded
+   * (at once when the connection no longer held it); the connection re-sends its Detach until
+   * then, because between nodes pekko drops ordinary messages when a link's send queue is full.
+   * {@code replyTo} is null from a node of an earlier release.
+   */
+  public record Detach(long generation, ActorRef<ToConnection> replyTo) implements Command {}
 
   /** Queue a downstream message (from the backend or from another client). */
   public record Enqueue(Draft draft, ActorRef<EnqueueResult> replyTo) implements Command {}
@@ -164,7 +171,10 @@ public final class ClientProxy
     INSTANCE
   }
 
-  /** The attached connection's actor stopped (its node may have died): detach if it still holds us. */
+  /**
+   * The attached connection's actor stopped (a connection on this node) or the node it was on
+   * left the cluster: detach if it still holds us.
+   */
   private record ConnectionTerminated(ActorRef<ToConnection> connection) implements Command {}
 
   private record UpstreamDeliveryDone(long cseq, boolean delivered) implements Command {}
@@ -446,11 +456,19 @@ public final class ClientProxy
 
   /** What a session needs from its surroundings. */
   public record Dependencies(
-      ClientProxySettings settings, SessionStore store, Delivery delivery, Clock clock, TetherMetrics metrics) {
+      ClientProxySettings settings,
+      SessionStore store,
+      Delivery delivery,
+      Clock clock,
+      TetherMetrics metrics,
+      NodeDepartures nodeDepartures) {
 
-    /** Without a shared metrics registry (unit tests): the session reports to a private one. */
+    /**
+     * Without a shared metrics registry or cluster events (unit tests): the session reports to a
+     * private registry, and no other node ever leaves.
+     */
     public Dependencies(ClientProxySettings settings, SessionStore store, Delivery delivery, Clock clock) {
-      this(settings, store, delivery, clock, new TetherMetrics());
+      this(settings, store, delivery, clock, new TetherMetrics(), new NodeDepartures());
     }
   }
 
@@ -500,12 +518,15 @@ public final class ClientProxy
   private final Delivery delivery;
   private final Clock clock;
   private final TetherMetrics metrics;
+  private final NodeDepartures nodeDepartures;
   private final ActorRef<ClusterSharding.ShardCommand> shard;
   private final ActorContext<Command> context;
   private final TimerScheduler<Command> timers;
 
   // Runtime state of this incarnation: never persisted.
   private ActorRef<ToConnection> connection;
+  /** While the connection is on another node: the subscription to that node's departure. */
+  private NodeDepartures.Subscription connectionNode;
   /**
    * The last connections that held this session and lost it (taken over or detached), so that a
    * handshake one of them re-sent before it heard its welcome cannot take the session back from
@@ -543,6 +564,7 @@ public final class ClientProxy
     this.delivery = deps.delivery();
     this.clock = deps.clock();
     this.metrics = deps.metrics();
+    this.nodeDepartures = deps.nodeDepartures();
     this.shard = shard;
     this.context = context;
     this.timers = timers;
@@ -587,7 +609,12 @@ public final class ClientProxy
   public SignalHandler<State> signalHandler() {
     return newSignalHandlerBuilder()
         .onSignal(RecoveryCompleted.instance(), this::onRecovered)
-        .onSignal(PostStop.instance(), state -> countAs(null))
+        .onSignal(
+            PostStop.instance(),
+            state -> {
+              countAs(null);
+              stopFollowingConnection();
+            })
         .build();
   }
 
@@ -759,34 +786,52 @@ public final class ClientProxy
   }
 
   private ReplyEffect<Event, State> onDetach(State state, Detach cmd) {
-    if (cmd.generation() != state.generation || state.status != Status.ATTACHED) return Effect().noReply();
-    return detach();
+    if (cmd.generation() != state.generation || state.status != Status.ATTACHED) {
+      // Not (or no longer) this session's connection: nothing to record, the connection may stop.
+      if (cmd.replyTo() != null) cmd.replyTo().tell(new ToConnection.Released());
+      return Effect().noReply();
+    }
+    return detach(cmd.replyTo());
   }
 
   private ReplyEffect<Event, State> onConnectionTerminated(State state, ConnectionTerminated cmd) {
     if (state.status != Status.ATTACHED || !cmd.connection().equals(connection)) return Effect().noReply();
-    return detach();
+    return detach(null);
   }
 
   /**
-   * Makes {@code newConnection} the one that holds the session, watching it: if it stops without
-   * a Detach (its node died), the session detaches anyway and its grace period starts.
+   * Makes {@code newConnection} the one that holds the session, and follows it: should it be gone
+   * without a Detach (its node died), the session detaches anyway and its grace period starts.
    */
   private void holdConnection(ActorRef<ToConnection> newConnection) {
-    if (connection != null) {
-      context.unwatch(connection);
-      rememberFormer(connection);
-    }
+    releaseConnection();
     connection = newConnection;
-    context.watchWith(newConnection, new ConnectionTerminated(newConnection));
+    Address node = newConnection.path().address();
+    if (node.hasGlobalScope()) {
+      // On another node: its Detach is re-sent until answered, so only the node's loss remains
+      // to be heard of, from the cluster (NodeDepartures says why not pekko's remote watch).
+      connectionNode = nodeDepartures.subscribe(node, () -> context.getSelf().tell(new ConnectionTerminated(newConnection)));
+    } else {
+      // On this node a watch costs no message between nodes, and catches a connection that failed.
+      context.watchWith(newConnection, new ConnectionTerminated(newConnection));
+    }
   }
 
   private void releaseConnection() {
     if (connection != null) {
-      context.unwatch(connection);
+      stopFollowingConnection();
       rememberFormer(connection);
     }
     connection = null;
+  }
+
+  private void stopFollowingConnection() {
+    if (connectionNode != null) {
+      nodeDepartures.cancel(connectionNode);
+      connectionNode = null;
+    } else if (connection != null) {
+      context.unwatch(connection);
+    }
   }
 
   private void rememberFormer(ActorRef<ToConnection> former) {
@@ -806,10 +851,11 @@ public final class ClientProxy
   private ReplyEffect<Event, State> onDetachAfterRecovery(State state, DetachAfterRecovery cmd) {
     // The node that held the connection died; no connection is attached to this incarnation.
     if (state.status != Status.ATTACHED || connection != null) return Effect().noReply();
-    return detach();
+    return detach(null);
   }
 
-  private ReplyEffect<Event, State> detach() {
+  /** @param released told {@link ToConnection.Released} once Detached is persisted (may be null) */
+  private ReplyEffect<Event, State> detach(ActorRef<ToConnection> released) {
     long deadline = clock.millis() + settings.grace().toMillis();
     // The connection is let go before Detached is persisted: commands wait while the event is
     // persisted, and a failed persist stops the session, so nothing can use it meanwhile.
@@ -821,6 +867,7 @@ public final class ClientProxy
               countStatus(newState);
               timers.startSingleTimer(GraceExpired.INSTANCE, settings.grace());
               schedulePassivation();
+              if (released != null) released.tell(new ToConnection.Released());
             })
         .thenNoReply();
   }

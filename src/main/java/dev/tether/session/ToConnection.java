@@ -67,4 +67,10 @@ public sealed interface ToConnection extends CborSerializable {
   record WrittenUpTo(long seq) implements ToConnection {}
 
   record LoggedOut() implements ToConnection {}
+
+  /**
+   * The answer to a connection's Detach: the session recorded that the connection is gone (or it
+   * no longer held the session), so the connection stops re-sending it and may stop.
+   */
+  record Released() implements ToConnection {}
 }

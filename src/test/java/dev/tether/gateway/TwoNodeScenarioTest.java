@@ -127,6 +127,11 @@ class TwoNodeScenarioTest {
         long seq = publishWithRetry(apiB, w.get("sessionId").asText(), "{\"during\":true}");
         assertEquals(2, seq);
       }
+      // Each of those sessions is detached now, its grace period running: those A's shards held
+      // (recovered on B), and those that lived on B all along with their socket on A, which B
+      // learns of when A leaves the cluster (NodeDepartures: sessions do not watch a connection
+      // on another node). With 12 sessions over two nodes' shards, both kinds are all but certain.
+      for (JsonNode w : welcomes) RestartScenarioTest.awaitState(apiB, w.get("sessionId").asText(), "detached");
       long start = System.nanoTime();
       for (JsonNode w : welcomes) {
         try (WsClient ws = WsClient.connect(b.port())) {

@@ -44,6 +44,13 @@ class NodeLossIT {
   private static final ObjectMapper JSON = new ObjectMapper();
   private static final int NODES = 3;
   private static final int CLIENTS = 45;
+  /**
+   * Clients of the node to kill that never come back. Their sessions (spread over all three
+   * nodes' shards) must not stay attached to sockets that died with it: those the dead node hosted
+   * detach when recovered elsewhere, those on a survivor when it hears that the node left the
+   * cluster (NodeDepartures), since no Detach can come from a killed process.
+   */
+  private static final int SILENT_CLIENTS = 9;
   /** Which node is killed (0 = node-1, the seed and oldest); {@code -Dtether.it.victim=2} kills node-2. */
   private static final int VICTIM = Integer.getInteger("tether.it.victim", 1) - 1;
   private static final Duration RESUME_BUDGET = Duration.ofSeconds(10);
@@ -117,6 +124,16 @@ class NodeLossIT {
         });
       }
       List<RecordingClient> clients = Deliveries.all(pool, hellos);
+      List<Callable<RecordingClient>> silentHellos = new ArrayList<>();
+      for (int i = 0; i < SILENT_CLIENTS; i++) {
+        int index = i;
+        silentHellos.add(() -> {
+          RecordingClient c = new RecordingClient("node-loss-silent" + index);
+          c.hello(http[VICTIM], Duration.ofSeconds(20));
+          return c;
+        });
+      }
+      List<RecordingClient> silent = Deliveries.all(pool, silentHellos);
       for (int i = 0; i < CLIENTS; i++) {
         int home = http[i % NODES];
         int spread = i;
@@ -196,6 +213,11 @@ class NodeLossIT {
                     + " resumed " + seconds(c.lastResumedAtNanos() - killAt))
                 .toList(), 12));
         assertEquals(CLIENTS / NODES, onVictim, "every client of the dead node resumed elsewhere");
+        dev.tether.testkit.Api survivorApi = new dev.tether.testkit.Api(survivors.get(0));
+        long detachStart = System.nanoTime();
+        for (RecordingClient c : silent) survivorApi.awaitSessionState(c.sessionId(), "detached", Duration.ofSeconds(30));
+        log("the " + SILENT_CLIENTS + " sessions whose clients did not come back are detached (grace running), "
+            + seconds(System.nanoTime() - killAt) + " after the kill (checked for " + seconds(System.nanoTime() - detachStart) + ")");
         assertTrue(onSurvivors > 0, "no client on a survivor had its session on the dead node (the scenario did not happen)");
         // Judged after the delivery check, so that a slow fail-over still reports whether anything was lost.
         String tooSlow =
@@ -228,6 +250,7 @@ class NodeLossIT {
       } finally {
         publisher.stop();
         clients.forEach(RecordingClient::close);
+        silent.forEach(RecordingClient::close);
       }
     } finally {
       processes.forEach(TetherProcess::close);

@@ -140,7 +140,7 @@ class ClientProxyGraceTest {
     ToConnection.Welcome welcome = open();
     long deadline = clock.millis() + GRACE.toMillis();
 
-    CommandResult<Command, Event, State> detached = session.runCommand(new Detach(welcome.generation()));
+    CommandResult<Command, Event, State> detached = session.runCommand(new Detach(welcome.generation(), null));
 
     assertEquals(List.of(new Detached(deadline)), detached.events());
     assertEquals(Status.DETACHED, detached.state().status());
@@ -188,7 +188,7 @@ class ClientProxyGraceTest {
   @Test
   void resumeWithinGraceCancelsTheExpiry() {
     ToConnection.Welcome welcome = open();
-    session.runCommand(new Detach(welcome.generation()));
+    session.runCommand(new Detach(welcome.generation(), null));
     timePasses(GRACE.dividedBy(2));
 
     TestProbe<ToConnection> back = testKit.createTestProbe(ToConnection.class);
@@ -206,7 +206,7 @@ class ClientProxyGraceTest {
 
     // A later drop starts a fresh, full grace period.
     long deadline = clock.millis() + GRACE.toMillis();
-    assertEquals(List.of(new Detached(deadline)), session.runCommand(new Detach(2)).events());
+    assertEquals(List.of(new Detached(deadline)), session.runCommand(new Detach(2, null)).events());
     timePasses(GRACE.minusMillis(1));
     assertEquals(Status.DETACHED, session.getState().status());
     storeExecutor.hold();
@@ -219,7 +219,7 @@ class ClientProxyGraceTest {
   void restartedSessionKeepsItsDeadline() {
     ToConnection.Welcome welcome = open();
     long deadline = clock.millis() + GRACE.toMillis();
-    session.runCommand(new Detach(welcome.generation()));
+    session.runCommand(new Detach(welcome.generation(), null));
     timePasses(Duration.ofSeconds(20));
 
     // A new incarnation (a node died, the shard moved) recovers the deadline from the journal.

@@ -43,6 +43,7 @@ import dev.tether.session.ClientProxy.UpstreamAccepted;
 import dev.tether.session.ClientProxy.UpstreamDelivered;
 import dev.tether.session.ClientProxy.UpstreamRefused;
 import dev.tether.session.ClientProxy.UserIndexed;
+import dev.tether.telemetry.TetherMetrics;
 import dev.tether.testkit.GatedExecutor;
 import dev.tether.testkit.TestDatabase;
 import java.time.Clock;
@@ -59,6 +60,9 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.pekko.actor.testkit.typed.javadsl.ActorTestKit;
 import org.apache.pekko.actor.testkit.typed.javadsl.TestProbe;
+import org.apache.pekko.actor.Address;
+import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.ActorRefResolver;
 import org.apache.pekko.cluster.sharding.ShardRegion;
 import org.apache.pekko.cluster.sharding.typed.GetShardRegionState;
 import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
@@ -104,6 +108,7 @@ class ClientProxyTest {
   private String sessionId;
   private String user;
   private TestProbe<ToConnection> connection;
+  private NodeDepartures nodeDepartures;
   private EventSourcedBehaviorTestKit<Command, Event, State> session;
 
   @BeforeAll
@@ -140,6 +145,7 @@ class ClientProxyTest {
     sessionId = "s_unit_" + n;
     user = "alice-" + n;
     connection = testKit.createTestProbe(ToConnection.class);
+    nodeDepartures = new NodeDepartures();
     session = sessionWith(SETTINGS);
   }
 
@@ -205,7 +211,7 @@ class ClientProxyTest {
     open();
     // The connection's stop overtook its Abandon (the watch is direct, Abandon comes through
     // sharding): the session detached first.
-    session.runCommand(new Detach(1));
+    session.runCommand(new Detach(1, null));
 
     CommandResult<Command, Event, State> result = session.runCommand(new ClientProxy.Abandon(connection.getRef()));
 
@@ -316,7 +322,7 @@ class ClientProxyTest {
     assertEquals(2, lateOpen.state().takeovers());
 
     // A connection that lost the session by detaching is a former holder too.
-    session.runCommand(new ClientProxy.Detach(3));
+    session.runCommand(new ClientProxy.Detach(3, null));
     assertEquals(List.of(), session.runCommand(new Resume(user, TOKEN_HASH, 0, newest.getRef())).events());
     newest.expectNoMessage();
     assertEquals(Status.DETACHED, session.getState().status());
@@ -357,7 +363,7 @@ class ClientProxyTest {
     awaitJournalEndsWith(new UpstreamDelivered(1));
     enqueueBackend("{\"n\":1}", "{\"n\":2}");
     expectDelivered(connection, 1, 2);
-    session.runCommand(new Detach(first.generation()));
+    session.runCommand(new Detach(first.generation(), null));
     TestProbe<ToConnection> second = testKit.createTestProbe(ToConnection.class);
 
     // No user named: the resume token alone authenticates.
@@ -457,7 +463,7 @@ class ClientProxyTest {
 
     for (Command ignored :
         List.of(
-            new Detach(0),
+            new Detach(0, null),
             new Ack(0, 1),
             new SendUpstream(0, 1, new Target(Target.Kind.USER, "bob"), "{}", true),
             new Join(0, "lobby"),
@@ -473,10 +479,14 @@ class ClientProxyTest {
   // Detach
 
   @Test
-  void detachOfTheCurrentConnectionStartsTheGracePeriod() {
+  void detachOfTheCurrentConnectionStartsTheGracePeriodAndIsAnsweredOnceRecorded() {
     ToConnection.Welcome welcome = open();
+    TestProbe<ToConnection> closedConnection = testKit.createTestProbe(ToConnection.class);
 
-    CommandResult<Command, Event, State> result = session.runCommand(new Detach(welcome.generation()));
+    CommandResult<Command, Event, State> result =
+        session.runCommand(new Detach(welcome.generation(), closedConnection.getRef()));
+    // The connection re-sends its Detach until this answer (Connection.DETACH_RETRY).
+    closedConnection.expectMessage(new ToConnection.Released());
 
     long deadline = NOW_MS + GRACE.toMillis();
     assertEquals(List.of(new Detached(deadline)), result.events());
@@ -495,8 +505,11 @@ class ClientProxyTest {
     session.runCommand(new Resume(user, TOKEN_HASH, 0, second.getRef()));
     second.expectMessageClass(ToConnection.Welcome.class);
 
-    // The taken-over socket closes after the takeover: its Detach must not detach the new one.
-    CommandResult<Command, Event, State> stale = session.runCommand(new Detach(first.generation()));
+    // The taken-over socket closes after the takeover: its Detach must not detach the new one,
+    // and is answered at once, so that it stops re-sending it.
+    TestProbe<ToConnection> takenOver = testKit.createTestProbe(ToConnection.class);
+    CommandResult<Command, Event, State> stale = session.runCommand(new Detach(first.generation(), takenOver.getRef()));
+    takenOver.expectMessage(new ToConnection.Released());
 
     assertTrue(stale.hasNoEvents());
     assertEquals(Status.ATTACHED, stale.state().status());
@@ -505,8 +518,8 @@ class ClientProxyTest {
     expectDelivered(second, 1);
 
     // A second Detach of the same connection changes nothing either (the deadline stays).
-    assertEquals(List.of(new Detached(NOW_MS + GRACE.toMillis())), session.runCommand(new Detach(2)).events());
-    assertTrue(session.runCommand(new Detach(2)).hasNoEvents());
+    assertEquals(List.of(new Detached(NOW_MS + GRACE.toMillis())), session.runCommand(new Detach(2, null)).events());
+    assertTrue(session.runCommand(new Detach(2, null)).hasNoEvents());
   }
 
   @Test
@@ -522,7 +535,7 @@ class ClientProxyTest {
     expectDelivered(second, 1);
     assertEquals(Status.ATTACHED, session.getState().status());
 
-    // The holder stopping (its node died, say) starts the grace period.
+    // The holder stopping (a connection on this node is watched) starts the grace period.
     second.stop();
     awaitJournalEndsWith(new Detached(NOW_MS + GRACE.toMillis()));
     assertEquals(Status.DETACHED, session.getState().status());
@@ -530,9 +543,37 @@ class ClientProxyTest {
   }
 
   @Test
+  void aConnectionOnAnotherNodeIsFollowedThroughThatNodesDeparture() {
+    // Refs to connections on a node this test's system never reaches (nothing listens there):
+    // what the session is told is lost, as it would be to a dead node.
+    Address otherNode = new Address("pekko", "tether", "127.0.0.1", 9);
+    ActorRefResolver resolver = ActorRefResolver.get(testKit.system());
+    ActorRef<ToConnection> first = resolver.resolveActorRef(otherNode + "/system/ws-1/$$a-adapter");
+    ActorRef<ToConnection> second = resolver.resolveActorRef(otherNode + "/system/ws-2/$$a-adapter");
+
+    session.runCommand(new Open(user, TOKEN_HASH, first));
+    awaitJournalEndsWith(new UserIndexed());
+    assertEquals(1, nodeDepartures.subscribed(), "no pekko watch: one subscription to the node's departure");
+
+    // Its Detach ends the subscription; the next connection (same node) has its own.
+    session.runCommand(new Detach(1, null));
+    assertEquals(0, nodeDepartures.subscribed());
+    session.runCommand(new Resume(user, TOKEN_HASH, 0, second));
+    assertEquals(Status.ATTACHED, session.getState().status());
+    assertEquals(1, nodeDepartures.subscribed());
+
+    // The node leaves the cluster without a Detach: the session detaches, its grace starts.
+    nodeDepartures.departed(otherNode);
+    awaitJournalEndsWith(new Detached(NOW_MS + GRACE.toMillis()));
+    assertEquals(Status.DETACHED, session.getState().status());
+    assertEquals(2, session.getState().generation());
+    assertEquals(0, nodeDepartures.subscribed());
+  }
+
+  @Test
   void detachedSessionKeepsQueuingForItsResume() {
     ToConnection.Welcome welcome = open();
-    session.runCommand(new Detach(welcome.generation()));
+    session.runCommand(new Detach(welcome.generation(), null));
 
     assertEquals(List.of(new Enqueued(1, false), new Enqueued(2, false)), enqueueBackend("{\"n\":1}", "{\"n\":2}"));
     connection.expectNoMessage();
@@ -586,7 +627,7 @@ class ClientProxyTest {
     assertEquals(5, state.lastSeq());
 
     // A client that saw nothing learns at its resume that two messages are gone.
-    session.runCommand(new Detach(1));
+    session.runCommand(new Detach(1, null));
     TestProbe<ToConnection> back = testKit.createTestProbe(ToConnection.class);
     session.runCommand(new Resume(user, TOKEN_HASH, 0, back.getRef()));
     ToConnection.Welcome welcome = back.expectMessageClass(ToConnection.Welcome.class);
@@ -1136,7 +1177,7 @@ class ClientProxyTest {
     String room = "join-then-bye-" + sessionId;
     client.ref().tell(new Join(client.generation(), room));
     client.ref().tell(new Logout(client.generation()));
-    client.ref().tell(new Detach(client.generation()));
+    client.ref().tell(new Detach(client.generation(), null));
 
     assertEquals(new ToConnection.RoomJoined(room), client.connection().receiveMessage(WAIT));
     assertEquals(new ToConnection.LoggedOut(), client.connection().receiveMessage(WAIT));
@@ -1183,7 +1224,7 @@ class ClientProxyTest {
   @Test
   void kickOfADetachedSessionEndsItWithoutAConnection() {
     ToConnection.Welcome welcome = open();
-    session.runCommand(new Detach(welcome.generation()));
+    session.runCommand(new Detach(welcome.generation(), null));
     storeExecutor.hold();
 
     var result = session.<KickResult>runCommand(Kick::new);
@@ -1217,7 +1258,7 @@ class ClientProxyTest {
             NOW_MS),
         attached.reply().view());
 
-    session.runCommand(new Detach(gen));
+    session.runCommand(new Detach(gen, null));
     SessionView detached = session.<StateReply>runCommand(GetState::new).reply().view();
     assertEquals("detached", detached.state());
     assertEquals(NOW_MS + GRACE.toMillis(), detached.graceDeadline());
@@ -1237,7 +1278,7 @@ class ClientProxyTest {
     session.runCommand(new Ack(gen, 2));
     session.runCommand(new SendUpstream(gen, 1, new Target(Target.Kind.USER, "nobody-" + sessionId), "{}", true));
     awaitJournalEndsWith(new UpstreamDelivered(1));
-    session.runCommand(new Detach(gen)); // the 17th event: snapshots at 5, 10, 15
+    session.runCommand(new Detach(gen, null)); // the 17th event: snapshots at 5, 10, 15
     // Events before the older of the two kept snapshots are deleted, Opened among them.
     awaitAssert(WAIT, () -> assertFalse(journal().stream().anyMatch(e -> e instanceof Opened)));
     assertFalse(session.snapshotTestKit().orElseThrow().persistedInStorage("ClientProxy|" + sessionId).isEmpty());
@@ -1270,7 +1311,7 @@ class ClientProxyTest {
     enqueueBackend("{\"n\":1}", "{\"n\":2}");
     expectDelivered(connection, 1, 2);
     session.runCommand(new Ack(welcome.generation(), 1));
-    session.runCommand(new Detach(welcome.generation()));
+    session.runCommand(new Detach(welcome.generation(), null));
     // While detached: 3, 4 and 5 wait in the outbox, and push 2 out of it (three messages at most).
     enqueueBackend("{\"n\":3}", "{\"n\":4}", "{\"n\":5}");
     assertEquals(List.of(3L, 4L, 5L), new ArrayList<>(session.getState().outbox().keySet()));
@@ -1356,7 +1397,8 @@ class ClientProxyTest {
   }
 
   private EventSourcedBehaviorTestKit<Command, Event, State> sessionWith(ClientProxySettings settings, SessionStore store) {
-    ClientProxy.Dependencies deps = new ClientProxy.Dependencies(settings, store, delivery, CLOCK);
+    ClientProxy.Dependencies deps =
+        new ClientProxy.Dependencies(settings, store, delivery, CLOCK, new TetherMetrics(), nodeDepartures);
     // The test kit would serialize the state from the test's thread after every command, while
     // the session's own follow-up messages (an upstream delivery's result) may be changing it:
     // the state is mutable and owned by the actor, so that check raced (a rare

@@ -87,7 +87,8 @@ class SerializationTest {
         new ClientProxy.Open("alice", ClientProxy.hashToken("r_x"), connection),
         new ClientProxy.Resume("alice", ClientProxy.hashToken("r_x"), 41, connection),
         new ClientProxy.Resume(null, ClientProxy.hashToken("r_x"), 0, connection),
-        new ClientProxy.Detach(3),
+        new ClientProxy.Detach(3, connection),
+        new ClientProxy.Detach(3, null),
         new ClientProxy.Enqueue(upstreamDraft, enqueueReply),
         new ClientProxy.Enqueue(backendDraft, enqueueReply),
         new ClientProxy.EnqueueAll(List.of(backendDraft, idempotentDraft), enqueueAllReply),
@@ -154,7 +155,8 @@ class SerializationTest {
         new ToConnection.RoomLeft("lobby"),
         new ToConnection.RoomRejected("lobby", "not-in-room", "not a member of lobby"),
         new ToConnection.WrittenUpTo(42),
-        new ToConnection.LoggedOut());
+        new ToConnection.LoggedOut(),
+        new ToConnection.Released());
   }
 
   @ParameterizedTest

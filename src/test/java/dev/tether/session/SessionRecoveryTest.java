@@ -62,7 +62,7 @@ class SessionRecoveryTest {
     session(first, id).tell(new ClientProxy.SendUpstream(gen, 1, new Target(Target.Kind.USER, "nobody"), "{}", true));
     connection.expectMessage(WAIT, new ToConnection.UpstreamConfirmed(1));
     session(first, id).tell(new ClientProxy.Ack(gen, 2));
-    session(first, id).tell(new ClientProxy.Detach(gen));
+    session(first, id).tell(new ClientProxy.Detach(gen, null));
     SessionView before =
         awaitAssert(
             WAIT,
@@ -122,7 +122,7 @@ class SessionRecoveryTest {
     ClientProxy.EnqueueResult queued =
         ask(first, id, replyTo -> new ClientProxy.Enqueue(Draft.fromBackend("{}", null), replyTo));
     assertEquals(new ClientProxy.Enqueued(1, false), queued);
-    session(first, id).tell(new ClientProxy.Detach(gen));
+    session(first, id).tell(new ClientProxy.Detach(gen, null));
     long deadline =
         awaitAssert(
             WAIT,

@@ -1,0 +1,150 @@
+package dev.tether.gateway;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertSame;
+
+import com.typesafe.config.ConfigFactory;
+import dev.tether.session.ClientProxy;
+import dev.tether.session.ToConnection;
+import dev.tether.telemetry.TetherMetrics;
+import java.time.Duration;
+import java.util.List;
+import java.util.Map;
+import org.apache.pekko.actor.testkit.typed.javadsl.ActorTestKit;
+import org.apache.pekko.actor.testkit.typed.javadsl.TestProbe;
+import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.javadsl.Behaviors;
+import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
+import org.apache.pekko.cluster.sharding.typed.javadsl.Entity;
+import org.apache.pekko.cluster.typed.Cluster;
+import org.apache.pekko.cluster.typed.Join;
+import org.apache.pekko.stream.QueueOfferResult;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/**
+ * A closed connection's Detach is re-sent until the session answers Released: a session on
+ * another node does not watch the connection, so a Detach dropped between nodes would otherwise
+ * leave it attached with no grace deadline. The "session" here is a probe behind sharding.
+ */
+class ConnectionDetachTest {
+  private static ActorTestKit testKit;
+  private static TestProbe<ToEntity> sessionsBehindSharding;
+
+  /** What sharding delivered to the entity {@code sessionId}. */
+  private record ToEntity(String sessionId, ClientProxy.Command command) {}
+  private static final GatewaySettings SETTINGS = GatewaySettings.from(ConfigFactory.load());
+
+  @BeforeAll
+  static void start() {
+    testKit =
+        ActorTestKit.create(
+            "ConnectionDetachTest",
+            ConfigFactory.parseString(
+                    """
+                    pekko.actor.provider = cluster
+                    pekko.remote.artery.canonical.hostname = "127.0.0.1"
+                    pekko.remote.artery.canonical.port = 0
+                    pekko.cluster.jmx.multi-mbeans-in-same-jvm = on
+                    pekko.coordinated-shutdown.run-by-jvm-shutdown-hook = off
+                    """)
+                .withFallback(ConfigFactory.parseResources("serialization.conf"))
+                .withFallback(ConfigFactory.load()));
+    Cluster cluster = Cluster.get(testKit.system());
+    cluster.manager().tell(Join.create(cluster.selfMember().address()));
+    sessionsBehindSharding = testKit.createTestProbe(ToEntity.class);
+    ActorRef<ToEntity> forward = sessionsBehindSharding.getRef();
+    ClusterSharding.get(testKit.system())
+        .init(
+            Entity.of(
+                ClientProxy.ENTITY_TYPE_KEY,
+                ctx ->
+                    Behaviors.receiveMessage(
+                        command -> {
+                          forward.tell(new ToEntity(ctx.getEntityId(), command));
+                          return Behaviors.same();
+                        })));
+  }
+
+  @AfterAll
+  static void stop() {
+    testKit.shutdownTestKit();
+  }
+
+  /** A socket that takes every frame. */
+  private static final class OpenOutbox implements SocketOutbox {
+    @Override
+    public QueueOfferResult offer(String json) {
+      return QueueOfferResult.enqueued();
+    }
+
+    @Override
+    public void complete() {}
+
+    @Override
+    public void abort() {}
+  }
+
+  private record Attached(ActorRef<Connection.Command> connection, ActorRef<ToConnection> adapter) {}
+
+  /** A connection whose hello was welcomed by {@code session}. */
+  private static Attached attachedTo(ActorRef<ClientProxy.Command> session) {
+    var deps =
+        new Connection.Dependencies(
+            SETTINGS,
+            new Authenticator(SETTINGS),
+            ClusterSharding.get(testKit.system()),
+            null,
+            new TetherMetrics(),
+            new FailedResumeLimiter(10, 10),
+            new LiveConnections(),
+            new HandshakeAdmission(4));
+    ActorRef<Connection.Command> connection =
+        testKit.spawn(Connection.create(deps, new OpenOutbox(), new CloseSignal(), "192.0.2.1", Duration.ZERO));
+    TestProbe<Connection.StreamAck> ack = testKit.createTestProbe();
+    connection.tell(new Connection.FrameReceived(new ClientFrame.Hello("dana", null, null), ack.getRef()));
+    ToEntity toEntity = sessionsBehindSharding.expectMessageClass(ToEntity.class, Duration.ofSeconds(30));
+    ClientProxy.Open open = (ClientProxy.Open) toEntity.command();
+    open.connection()
+        .tell(
+            new ToConnection.Welcome(
+                session, toEntity.sessionId(), "dana", 1, false, 0, 0, 0, 0, 60_000, List.of(), Map.of()));
+    return new Attached(connection, open.connection());
+  }
+
+  @Test
+  void theDetachIsSentAgainUntilTheSessionAnswers() {
+    TestProbe<ClientProxy.Command> session = testKit.createTestProbe(ClientProxy.Command.class);
+    Attached attached = attachedTo(session.getRef());
+
+    attached.connection().tell(new Connection.StreamEnded());
+    ClientProxy.Detach first = session.expectMessageClass(ClientProxy.Detach.class);
+    assertEquals(1, first.generation());
+    assertSame(attached.adapter(), first.replyTo());
+    // Unanswered (dropped on the way, say): sent again a second later.
+    ClientProxy.Detach again = session.expectMessageClass(ClientProxy.Detach.class, Duration.ofSeconds(3));
+    assertEquals(1, again.generation());
+
+    again.replyTo().tell(new ToConnection.Released());
+    testKit.createTestProbe().expectTerminated(attached.connection(), Duration.ofSeconds(3));
+    session.expectNoMessage(Duration.ofMillis(1500)); // and not sent any more
+  }
+
+  @Test
+  void aDetachTheStoppedIncarnationCannotAnswerGoesToTheNextThroughSharding() {
+    TestProbe<ClientProxy.Command> session = testKit.createTestProbe(ClientProxy.Command.class);
+    Attached attached = attachedTo(session.getRef());
+
+    attached.connection().tell(new Connection.StreamEnded());
+    session.expectMessageClass(ClientProxy.Detach.class);
+    // The incarnation stops (its shard moved) before it answered.
+    session.stop();
+    ClientProxy.Detach viaSharding =
+        (ClientProxy.Detach) sessionsBehindSharding.expectMessageClass(ToEntity.class, Duration.ofSeconds(3)).command();
+    assertEquals(1, viaSharding.generation());
+
+    viaSharding.replyTo().tell(new ToConnection.Released());
+    testKit.createTestProbe().expectTerminated(attached.connection(), Duration.ofSeconds(3));
+  }
+}
