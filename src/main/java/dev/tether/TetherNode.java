@@ -148,6 +148,7 @@ public final class TetherNode implements AutoCloseable {
     ShardGauges.start(
         system, metrics, List.of(ClientProxy.ENTITY_TYPE_KEY, Membership.ENTITY_TYPE_KEY), Duration.ofSeconds(5));
 
+    dev.tether.gateway.DroppedDetaches.follow(system);
     LiveConnections liveConnections = new LiveConnections();
     HttpConnections httpConnections = new HttpConnections();
     HandshakeAdmission admission =

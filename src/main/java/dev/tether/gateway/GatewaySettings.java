@@ -28,7 +28,8 @@ public record GatewaySettings(
     int maxHandshakesInProgress,
     int minHandshakesInProgress,
     Duration handshakeTargetTurnTime,
-    Duration handshakeQueueTimeout) {
+    Duration handshakeQueueTimeout,
+    Duration detachResendAfter) {
 
   public enum AuthMode {
     DEV,
@@ -74,7 +75,14 @@ public record GatewaySettings(
         g.getInt("admission.max-in-progress"),
         g.getInt("admission.min-in-progress"),
         g.getDuration("admission.target-turn-time"),
-        g.getDuration("admission.queue-timeout"));
+        g.getDuration("admission.queue-timeout"),
+        positive(g, "detach-resend-after"));
+  }
+
+  private static Duration positive(Config g, String key) {
+    Duration value = g.getDuration(key);
+    if (value.isNegative() || value.isZero()) throw new IllegalArgumentException("tether.gateway." + key + " must be positive, got " + value);
+    return value;
   }
 
   /**

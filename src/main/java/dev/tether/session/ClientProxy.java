@@ -92,10 +92,10 @@ public final class ClientProxy
 
   /**
    * The connection of {@code generation} is gone without a {@code bye}: the grace period starts.
-   * The session answers {@code replyTo} with {@link ToConnection.Released} once that is recorded
-   * (at once when the connection no longer held it); the connection re-sends its Detach until
-   * then, because between nodes pekko drops ordinary messages when a link's send queue is full.
-   * {@code replyTo} is null from a node of an earlier release.
+   * The session answers {@code replyTo} with {@link ToConnection.Released} as soon as it has the
+   * Detach; the connection sends it again until then, because between nodes pekko drops ordinary
+   * messages when a link's send queue is full. {@code replyTo} is null from a node of an earlier
+   * release.
    */
   public record Detach(long generation, ActorRef<ToConnection> replyTo) implements Command {}
 
@@ -786,17 +786,19 @@ public final class ClientProxy
   }
 
   private ReplyEffect<Event, State> onDetach(State state, Detach cmd) {
-    if (cmd.generation() != state.generation || state.status != Status.ATTACHED) {
-      // Not (or no longer) this session's connection: nothing to record, the connection may stop.
-      if (cmd.replyTo() != null) cmd.replyTo().tell(new ToConnection.Released());
-      return Effect().noReply();
-    }
-    return detach(cmd.replyTo());
+    // Answered at once, before Detached is persisted: from here on the session no longer needs
+    // the connection's word. Should the persist fail, the session stops, and its recovery finds
+    // it attached with no connection and detaches it then (DetachAfterRecovery). Answering only
+    // after the persist made every closing socket wait out the journal's queue during a mass
+    // disconnect, and send its Detach again meanwhile.
+    if (cmd.replyTo() != null) cmd.replyTo().tell(new ToConnection.Released());
+    if (cmd.generation() != state.generation || state.status != Status.ATTACHED) return Effect().noReply();
+    return detach();
   }
 
   private ReplyEffect<Event, State> onConnectionTerminated(State state, ConnectionTerminated cmd) {
     if (state.status != Status.ATTACHED || !cmd.connection().equals(connection)) return Effect().noReply();
-    return detach(null);
+    return detach();
   }
 
   /**
@@ -851,11 +853,10 @@ public final class ClientProxy
   private ReplyEffect<Event, State> onDetachAfterRecovery(State state, DetachAfterRecovery cmd) {
     // The node that held the connection died; no connection is attached to this incarnation.
     if (state.status != Status.ATTACHED || connection != null) return Effect().noReply();
-    return detach(null);
+    return detach();
   }
 
-  /** @param released told {@link ToConnection.Released} once Detached is persisted (may be null) */
-  private ReplyEffect<Event, State> detach(ActorRef<ToConnection> released) {
+  private ReplyEffect<Event, State> detach() {
     long deadline = clock.millis() + settings.grace().toMillis();
     // The connection is let go before Detached is persisted: commands wait while the event is
     // persisted, and a failed persist stops the session, so nothing can use it meanwhile.
@@ -867,7 +868,6 @@ public final class ClientProxy
               countStatus(newState);
               timers.startSingleTimer(GraceExpired.INSTANCE, settings.grace());
               schedulePassivation();
-              if (released != null) released.tell(new ToConnection.Released());
             })
         .thenNoReply();
   }

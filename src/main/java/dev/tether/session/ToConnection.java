@@ -69,8 +69,14 @@ public sealed interface ToConnection extends CborSerializable {
   record LoggedOut() implements ToConnection {}
 
   /**
-   * The answer to a connection's Detach: the session recorded that the connection is gone (or it
-   * no longer held the session), so the connection stops re-sending it and may stop.
+   * The answer to a connection's Detach: the session has it (and detaches, unless that connection
+   * no longer held it), so the connection stops sending it again and may stop.
    */
   record Released() implements ToConnection {}
+
+  /**
+   * Not from the session: this node's pekko dropped the connection's Detach on its way to another
+   * node (a full send queue), so the connection sends it again ({@code gateway.DroppedDetaches}).
+   */
+  record DetachDropped() implements ToConnection {}
 }

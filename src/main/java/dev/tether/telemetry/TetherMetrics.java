@@ -60,6 +60,7 @@ public final class TetherMetrics {
   private final DistributionSummary outboxBytes;
   private final Timer persistLatency;
   private final Counter deliveryGaps;
+  private final Counter detachResends;
   private final ConcurrentHashMap<String, AtomicLong> shardGauges = new ConcurrentHashMap<>();
 
   public TetherMetrics() {
@@ -90,6 +91,10 @@ public final class TetherMetrics {
     deliveryGaps =
         Counter.builder("tether_delivery_gaps")
             .description("sockets closed 1012 because a message from their session did not arrive (dropped between nodes); the client resumes and gets it")
+            .register(registry);
+    detachResends =
+        Counter.builder("tether_detach_resends")
+            .description("Detach messages sent again because the session had not answered (dropped between nodes, or a busy session)")
             .register(registry);
     slowConsumers =
         Counter.builder("tether_slow_consumer_closes").description("connections closed 4009").register(registry);
@@ -338,6 +343,10 @@ public final class TetherMetrics {
 
   public void deliveryGap() {
     deliveryGaps.increment();
+  }
+
+  public void detachResent() {
+    detachResends.increment();
   }
 
   public void slowConsumer() {

@@ -12,7 +12,9 @@ import java.util.List;
 import java.util.Map;
 import org.apache.pekko.actor.testkit.typed.javadsl.ActorTestKit;
 import org.apache.pekko.actor.testkit.typed.javadsl.TestProbe;
+import org.apache.pekko.actor.Dropped;
 import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.eventstream.EventStream;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
 import org.apache.pekko.cluster.sharding.typed.javadsl.Entity;
@@ -34,7 +36,16 @@ class ConnectionDetachTest {
 
   /** What sharding delivered to the entity {@code sessionId}. */
   private record ToEntity(String sessionId, ClientProxy.Command command) {}
-  private static final GatewaySettings SETTINGS = GatewaySettings.from(ConfigFactory.load());
+  /** A Detach merely unanswered is sent again after 2 s here (30 s by default). */
+  private static final GatewaySettings QUICK_RESEND = settings("2s");
+  /** ...and here not within any test's time: only a reported drop sends it again. */
+  private static final GatewaySettings SLOW_RESEND = settings("10m");
+
+  private static GatewaySettings settings(String detachResendAfter) {
+    return GatewaySettings.from(
+        ConfigFactory.parseString("tether.gateway.detach-resend-after = " + detachResendAfter)
+            .withFallback(ConfigFactory.load()));
+  }
 
   @BeforeAll
   static void start() {
@@ -86,17 +97,22 @@ class ConnectionDetachTest {
     public void abort() {}
   }
 
-  private record Attached(ActorRef<Connection.Command> connection, ActorRef<ToConnection> adapter) {}
+  private record Attached(ActorRef<Connection.Command> connection, ActorRef<ToConnection> adapter, TetherMetrics metrics) {
+    double detachResends() {
+      return metrics.registry().get("tether_detach_resends").counter().count();
+    }
+  }
 
   /** A connection whose hello was welcomed by {@code session}. */
-  private static Attached attachedTo(ActorRef<ClientProxy.Command> session) {
+  private static Attached attachedTo(ActorRef<ClientProxy.Command> session, GatewaySettings settings) {
+    TetherMetrics metrics = new TetherMetrics();
     var deps =
         new Connection.Dependencies(
-            SETTINGS,
-            new Authenticator(SETTINGS),
+            settings,
+            new Authenticator(settings),
             ClusterSharding.get(testKit.system()),
             null,
-            new TetherMetrics(),
+            metrics,
             new FailedResumeLimiter(10, 10),
             new LiveConnections(),
             new HandshakeAdmission(4));
@@ -110,31 +126,56 @@ class ConnectionDetachTest {
         .tell(
             new ToConnection.Welcome(
                 session, toEntity.sessionId(), "dana", 1, false, 0, 0, 0, 0, 60_000, List.of(), Map.of()));
-    return new Attached(connection, open.connection());
+    return new Attached(connection, open.connection(), metrics);
   }
 
   @Test
   void theDetachIsSentAgainUntilTheSessionAnswers() {
     TestProbe<ClientProxy.Command> session = testKit.createTestProbe(ClientProxy.Command.class);
-    Attached attached = attachedTo(session.getRef());
+    Attached attached = attachedTo(session.getRef(), QUICK_RESEND);
 
     attached.connection().tell(new Connection.StreamEnded());
     ClientProxy.Detach first = session.expectMessageClass(ClientProxy.Detach.class);
     assertEquals(1, first.generation());
     assertSame(attached.adapter(), first.replyTo());
-    // Unanswered (dropped on the way, say): sent again a second later.
-    ClientProxy.Detach again = session.expectMessageClass(ClientProxy.Detach.class, Duration.ofSeconds(3));
+    // Unanswered (lost on the way, say): sent again detach-resend-after later.
+    ClientProxy.Detach again = session.expectMessageClass(ClientProxy.Detach.class, Duration.ofSeconds(4));
     assertEquals(1, again.generation());
+    assertEquals(1.0, attached.detachResends());
 
     again.replyTo().tell(new ToConnection.Released());
     testKit.createTestProbe().expectTerminated(attached.connection(), Duration.ofSeconds(3));
-    session.expectNoMessage(Duration.ofMillis(1500)); // and not sent any more
+    session.expectNoMessage(Duration.ofSeconds(3)); // and not sent any more
+  }
+
+  @Test
+  void aDetachPekkoReportsAsDroppedIsSentAgainAtOnce() {
+    DroppedDetaches.follow(testKit.system());
+    TestProbe<ClientProxy.Command> session = testKit.createTestProbe(ClientProxy.Command.class);
+    Attached attached = attachedTo(session.getRef(), SLOW_RESEND);
+
+    attached.connection().tell(new Connection.StreamEnded());
+    ClientProxy.Detach first = session.expectMessageClass(ClientProxy.Detach.class);
+    session.expectNoMessage(Duration.ofSeconds(1)); // a late answer is no reason to send it again
+    // What pekko publishes when a link's send queue to another node is full.
+    testKit
+        .system()
+        .eventStream()
+        .tell(
+            new EventStream.Publish<>(
+                new Dropped(first, "Due to overflow of send queue, size [3072]", org.apache.pekko.actor.ActorRef.noSender(), org.apache.pekko.actor.ActorRef.noSender())));
+    ClientProxy.Detach again = session.expectMessageClass(ClientProxy.Detach.class, Duration.ofSeconds(3));
+    assertEquals(1, again.generation());
+    assertEquals(1.0, attached.detachResends());
+
+    again.replyTo().tell(new ToConnection.Released());
+    testKit.createTestProbe().expectTerminated(attached.connection(), Duration.ofSeconds(3));
   }
 
   @Test
   void aDetachTheStoppedIncarnationCannotAnswerGoesToTheNextThroughSharding() {
     TestProbe<ClientProxy.Command> session = testKit.createTestProbe(ClientProxy.Command.class);
-    Attached attached = attachedTo(session.getRef());
+    Attached attached = attachedTo(session.getRef(), SLOW_RESEND);
 
     attached.connection().tell(new Connection.StreamEnded());
     session.expectMessageClass(ClientProxy.Detach.class);

@@ -479,13 +479,13 @@ class ClientProxyTest {
   // Detach
 
   @Test
-  void detachOfTheCurrentConnectionStartsTheGracePeriodAndIsAnsweredOnceRecorded() {
+  void detachOfTheCurrentConnectionStartsTheGracePeriodAndIsAnswered() {
     ToConnection.Welcome welcome = open();
     TestProbe<ToConnection> closedConnection = testKit.createTestProbe(ToConnection.class);
 
     CommandResult<Command, Event, State> result =
         session.runCommand(new Detach(welcome.generation(), closedConnection.getRef()));
-    // The connection re-sends its Detach until this answer (Connection.DETACH_RETRY).
+    // The connection sends its Detach again until this answer.
     closedConnection.expectMessage(new ToConnection.Released());
 
     long deadline = NOW_MS + GRACE.toMillis();

@@ -423,7 +423,11 @@ public final class Bench {
         m.put("kernel_tcp_mem_per_session_kb", perSession(a, b, "tcpMemKb", ready));
         m.put("server_rss_mb", ((Number) a.get("rssKb")).longValue() / 1024.0);
         m.put("unexpected_drops", c.get("unexpectedDrops"));
-        if (measured.get("massClose") instanceof Map<?, ?> close) m.put("mass_close_all_detached_s", close.get("allDetachedS"));
+        if (measured.get("massClose") instanceof Map<?, ?> close) {
+          m.put("mass_close_all_detached_s", close.get("allDetachedS"));
+          m.put("mass_close_detach_resends", close.get("detachResends"));
+          m.put("mass_close_delivery_gaps", close.get("deliveryGaps"));
+        }
       }
       case "storm" -> {
         List<Long> res = (List<Long>) merged.get("stormResumedMs");
@@ -905,6 +909,19 @@ public final class Bench {
         Thread.sleep(1000);
       }
       r.put("samplesWithANodeSilent", silentSamples);
+      // What the close cost in messages that had to be made up for (summed over the nodes that answer).
+      double detachResends = 0, deliveryGaps = 0;
+      for (ServerProc node : allNodes()) {
+        try {
+          String text = node.get("/metrics").body();
+          detachResends += Machine.promValue(text, "tether_detach_resends_total", null);
+          deliveryGaps += Machine.promValue(text, "tether_delivery_gaps_total", null);
+        } catch (Exception e) {
+          // a node that does not answer is already counted in samplesWithANodeSilent
+        }
+      }
+      r.put("detachResends", (long) detachResends);
+      r.put("deliveryGaps", (long) deliveryGaps);
       return r;
     }
 
