@@ -156,7 +156,8 @@ class SerializationTest {
         new ToConnection.RoomRejected("lobby", "not-in-room", "not a member of lobby"),
         new ToConnection.WrittenUpTo(42),
         new ToConnection.LoggedOut(),
-        new ToConnection.Released());
+        new ToConnection.Released(),
+        new ToConnection.DetachDropped());
   }
 
   @ParameterizedTest
