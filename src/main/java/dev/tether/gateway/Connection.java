@@ -706,7 +706,8 @@ public final class Connection {
 
   /**
    * Tells the session its connection is gone, so its grace period starts now, not later; sent
-   * again (less and less often) until the session answers {@link ToConnection.Released}.
+   * again until the session answers {@link ToConnection.Released}: shortly when pekko reports it
+   * dropped, otherwise every {@code detach-resend-after}.
    */
   private void releaseSession() {
     if (session != null && !sessionReleased) {
