@@ -605,10 +605,6 @@ public final class Connection {
       write(FrameCodec.kicked(kicked.reason()));
       boolean takenOver = "taken-over".equals(kicked.reason());
       return close(takenOver ? 4002 : 4004, takenOver ? "taken over" : "kicked");
-    } else if (message instanceof ToConnection.Released) {
-      onReleased();
-    } else if (message instanceof ToConnection.DetachDropped) {
-      onDetachDropped();
     } else if (message instanceof ToConnection.LoggedOut) {
       sessionReleased = true;
       write(FrameCodec.BYE);
@@ -734,11 +730,6 @@ public final class Connection {
     timers.startSingleTimer(RetryDetach.INSTANCE, settings.detachResendAfter());
   }
 
-  /** Pekko dropped our Detach on its way (a full send queue): send it again shortly. */
-  private void onDetachDropped() {
-    if (detachUnanswered) timers.startSingleTimer(RetryDetach.INSTANCE, DROPPED_DETACH_RETRY);
-  }
-
   /** @return true when the connection is done waiting (answered, or given up) */
   private boolean onRetryDetach() {
     if (!detachUnanswered) return true;
@@ -756,9 +747,18 @@ public final class Connection {
     return false;
   }
 
-  private void onReleased() {
-    detachUnanswered = false;
-    timers.cancel(RetryDetach.INSTANCE);
+  /**
+   * What can reach a connection once its socket is closing: the session's answer to its Detach,
+   * or word that pekko dropped the Detach on its way (a full send queue), which is then sent
+   * again shortly. Anything else can no longer reach the client.
+   */
+  private void onDetachNews(ToConnection message) {
+    if (message instanceof ToConnection.Released) {
+      detachUnanswered = false;
+      timers.cancel(RetryDetach.INSTANCE);
+    } else if (message instanceof ToConnection.DetachDropped && detachUnanswered) {
+      timers.startSingleTimer(RetryDetach.INSTANCE, DROPPED_DETACH_RETRY);
+    }
   }
 
   /** The session's incarnation stopped under us: the client resumes to find it where it is now. */
@@ -786,7 +786,10 @@ public final class Connection {
           r.ackTo().tell(StreamAck.INSTANCE);
           return Behaviors.same();
         })
-        .onMessage(FromSession.class, this::onSessionWhileClosing) // nothing can reach the client any more
+        .onMessage(FromSession.class, m -> {
+          onDetachNews(m.message());
+          return Behaviors.same();
+        })
         .onMessage(StreamEnded.class, m -> stopped())
         .onMessageEquals(CloseStalled.INSTANCE, this::stopped)
         .onMessageEquals(SessionStopped.INSTANCE, this::onSessionStoppedWhileClosing)
@@ -797,12 +800,6 @@ public final class Connection {
         .onMessageEquals(Admitted.INSTANCE, Behaviors::same) // a turn granted as it closed: given back already
         .onSignal(PostStop.class, s -> onPostStop())
         .build();
-  }
-
-  private Behavior<Command> onSessionWhileClosing(FromSession fromSession) {
-    if (fromSession.message() instanceof ToConnection.Released) onReleased();
-    if (fromSession.message() instanceof ToConnection.DetachDropped) onDetachDropped();
-    return Behaviors.same();
   }
 
   /**
@@ -821,10 +818,8 @@ public final class Connection {
         .onMessage(
             FromSession.class,
             m -> {
-              if (m.message() instanceof ToConnection.DetachDropped) onDetachDropped();
-              if (!(m.message() instanceof ToConnection.Released)) return Behaviors.same();
-              onReleased();
-              return Behaviors.stopped();
+              onDetachNews(m.message());
+              return detachUnanswered ? Behaviors.same() : Behaviors.stopped();
             })
         .onMessageEquals(RetryDetach.INSTANCE, () -> onRetryDetach() ? Behaviors.stopped() : Behaviors.same())
         .onMessageEquals(SessionStopped.INSTANCE, this::onSessionStoppedWhileClosing)

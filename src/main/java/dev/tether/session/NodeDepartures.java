@@ -87,17 +87,12 @@ public final class NodeDepartures {
     for (Subscription subscription : toTell) subscription.onDeparture.run();
   }
 
-  private static Behavior<ClusterEvent.MemberEvent> rejoined(NodeDepartures departures, ClusterEvent.MemberEvent event) {
-    departures.joined(event.member().address());
-    return Behaviors.same();
-  }
-
   /** A node that joined (again, after a restart at the same address) is no longer departed. */
   synchronized void joined(Address node) {
     departed.remove(node);
   }
 
-  /** Sessions currently subscribed, over all nodes (for tests and the metrics). */
+  /** Sessions currently subscribed, over all nodes (for tests). */
   public synchronized int subscribed() {
     int count = 0;
     for (Set<Subscription> forNode : subscriptions.values()) count += forNode.size();
@@ -130,5 +125,10 @@ public final class NodeDepartures {
               .onAnyMessage(event -> Behaviors.same())
               .build();
         });
+  }
+
+  private static Behavior<ClusterEvent.MemberEvent> rejoined(NodeDepartures departures, ClusterEvent.MemberEvent event) {
+    departures.joined(event.member().address());
+    return Behaviors.same();
   }
 }

@@ -94,7 +94,7 @@ public final class TetherMetrics {
             .register(registry);
     detachResends =
         Counter.builder("tether_detach_resends")
-            .description("Detach messages sent again because the session had not answered (dropped between nodes, or a busy session)")
+            .description("Detach messages sent again: pekko reported one dropped on its way to another node, or the session had not answered within detach-resend-after")
             .register(registry);
     slowConsumers =
         Counter.builder("tether_slow_consumer_closes").description("connections closed 4009").register(registry);

@@ -128,9 +128,9 @@ class TwoNodeScenarioTest {
         assertEquals(2, seq);
       }
       // Each of those sessions is detached now, its grace period running: those A's shards held
-      // (recovered on B), and those that lived on B all along with their socket on A, which B
-      // learns of when A leaves the cluster (NodeDepartures: sessions do not watch a connection
-      // on another node). With 12 sessions over two nodes' shards, both kinds are all but certain.
+      // (recovered on B), and those that lived on B all along with their socket on A. (Here A's
+      // actors stop as its system terminates, so their Detach may still reach B; a node killed
+      // outright sends nothing, and NodeLossIT checks that B then hears it from the cluster.)
       for (JsonNode w : welcomes) RestartScenarioTest.awaitState(apiB, w.get("sessionId").asText(), "detached");
       long start = System.nanoTime();
       for (JsonNode w : welcomes) {
