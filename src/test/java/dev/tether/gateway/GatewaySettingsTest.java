@@ -52,6 +52,13 @@ class GatewaySettingsTest {
   }
 
   @Test
+  void socketsAreSpreadOverFourSelectorsByDefault() {
+    // pekko's default is one: a mass disconnect's socket closes then hold up the cluster's links
+    // (their heartbeats) on that one thread (application.conf, docs/BENCHMARKS.md sixteenth session).
+    assertEquals(4, ConfigFactory.load().getInt("pekko.io.tcp.nr-of-selectors"));
+  }
+
+  @Test
   void theLargestAcceptedMessageMustFitInOneMessageBetweenNodes() {
     // The defaults: 1 MiB bodies, 64 KiB frames, 2 MiB between nodes.
     assertEquals(1024 * 1024, GatewaySettings.from(ConfigFactory.load()).maxBodyBytes());
