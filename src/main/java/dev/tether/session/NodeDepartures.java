@@ -22,9 +22,10 @@ import org.apache.pekko.cluster.typed.Subscribe;
  * <p>Why not pekko's death watch of each connection: watching an actor on another node costs a
  * system message when the watch starts and two more (with their acknowledgements) when the
  * connection stops, all on the link's control stream, the one that also carries the cluster's
- * heartbeats. When a whole node's clients left at once, tens of thousands of them queued ahead of
- * the heartbeats, the nodes saw each other's heartbeats late, and the split-brain resolver downed
- * the cluster (docs/BENCHMARKS.md, fourteenth and fifteenth sessions). What a session needs from
+ * heartbeats, whose queue and unacknowledged buffer are bounded (20,000 each; overflowing either
+ * ends the link). A whole node's clients leaving at once put tens of thousands of them there.
+ * (The heartbeats that arrived late in such a mass close had another cause, pekko-io's selector:
+ * see application.conf and docs/BENCHMARKS.md, sixteenth session.) What a session needs from
  * the watch is only "the connection's node is gone"; the connection's own stop is reported by its
  * Detach, re-sent until the session answers {@link ToConnection.Released}. So the sessions of a
  * node share one subscription to the cluster's {@code MemberRemoved} events, the same event that
