@@ -43,7 +43,9 @@ import slick.jdbc.SimpleJdbcAction;
  * PostgreSQL inside one transaction. Here the batch is one statement ({@code RETURNING} gives
  * every row's ordering) plus one for the tags, in one transaction, so what the plugin promises is
  * kept: a batch is written whole or not at all, and a session's events get increasing {@code
- * ordering} in the order of their sequence numbers. Measured in docs/BENCHMARKS.md, seventeenth
+ * ordering} in the order of their sequence numbers (PostgreSQL takes the rows of a {@code VALUES}
+ * list in order and draws each row's {@code nextval} as it goes; not a documented promise, so
+ * {@code SqlJournalDaoTest} checks it). Measured in docs/BENCHMARKS.md, seventeenth
  * session. Reads and the rest are the plugin's own.
  *
  * <p>Configured by {@code jdbc-journal.dao} (persistence.conf); the plugin creates it by
@@ -77,52 +79,53 @@ public final class SqlJournalDao extends DefaultJournalDao {
       ExecutionContext ec,
       Materializer mat) {
     super(db, profile, journalConfig, serialization, ec, mat);
+    // Names quoted as Slick's PostgreSQL profile quotes them, so that these statements reach the
+    // same table and columns as the plugin's reads whatever the configured names are.
     EventJournalTableConfiguration journal = journalConfig.eventJournalTableConfiguration();
     EventJournalTableColumnNames c = journal.columnNames();
+    String journalTable = qualified(journal.schemaName(), journal.tableName());
+    String persistenceId = quoted(c.persistenceId());
+    String sequenceNumber = quoted(c.sequenceNumber());
+    String deleted = quoted(c.deleted());
     this.journalInsertPrefix =
-        "INSERT INTO "
-            + qualified(journal.schemaName(), journal.tableName())
-            + " ("
+        "INSERT INTO " + journalTable + " ("
             + String.join(
                 ", ",
-                c.persistenceId(),
-                c.sequenceNumber(),
-                c.deleted(),
-                c.writer(),
-                c.writeTimestamp(),
-                c.adapterManifest(),
-                c.eventSerId(),
-                c.eventSerManifest(),
-                c.eventPayload(),
-                c.metaSerId(),
-                c.metaSerManifest(),
-                c.metaPayload())
+                persistenceId,
+                sequenceNumber,
+                deleted,
+                quoted(c.writer()),
+                quoted(c.writeTimestamp()),
+                quoted(c.adapterManifest()),
+                quoted(c.eventSerId()),
+                quoted(c.eventSerManifest()),
+                quoted(c.eventPayload()),
+                quoted(c.metaSerId()),
+                quoted(c.metaSerManifest()),
+                quoted(c.metaPayload()))
             + ") VALUES ";
     this.journalRowPlaceholders = "(" + "?,".repeat(JOURNAL_COLUMNS - 1) + "?)";
-    this.journalReturning =
-        " RETURNING " + c.ordering() + ", " + c.persistenceId() + ", " + c.sequenceNumber();
-    String journalTable = qualified(journal.schemaName(), journal.tableName());
+    this.journalReturning = " RETURNING " + quoted(c.ordering()) + ", " + persistenceId + ", " + sequenceNumber;
     this.highestBeforeSql =
-        "SELECT " + c.sequenceNumber() + " FROM " + journalTable + " WHERE " + c.persistenceId() + " = ? AND "
-            + c.sequenceNumber() + " <= ? ORDER BY " + c.sequenceNumber() + " DESC LIMIT 1";
+        "SELECT " + sequenceNumber + " FROM " + journalTable + " WHERE " + persistenceId + " = ? AND "
+            + sequenceNumber + " <= ? ORDER BY " + sequenceNumber + " DESC LIMIT 1";
     this.deleteBelowSql =
-        "DELETE FROM " + journalTable + " WHERE " + c.persistenceId() + " = ? AND " + c.sequenceNumber() + " <= ?";
+        "DELETE FROM " + journalTable + " WHERE " + persistenceId + " = ? AND " + sequenceNumber + " <= ?";
     this.markDeletedSql =
-        "UPDATE " + journalTable + " SET " + c.deleted() + " = TRUE WHERE " + c.persistenceId() + " = ? AND "
-            + c.sequenceNumber() + " = ? AND " + c.deleted() + " = FALSE";
+        "UPDATE " + journalTable + " SET " + deleted + " = TRUE WHERE " + persistenceId + " = ? AND "
+            + sequenceNumber + " = ? AND " + deleted + " = FALSE";
     EventTagTableConfiguration tags = journalConfig.eventTagTableConfiguration();
     this.tagInsertPrefix =
-        "INSERT INTO "
-            + qualified(tags.schemaName(), tags.tableName())
-            + " ("
-            + tags.columnNames().eventId()
-            + ", "
-            + tags.columnNames().tag()
-            + ") VALUES ";
+        "INSERT INTO " + qualified(tags.schemaName(), tags.tableName()) + " ("
+            + quoted(tags.columnNames().eventId()) + ", " + quoted(tags.columnNames().tag()) + ") VALUES ";
   }
 
   private static String qualified(scala.Option<String> schema, String table) {
-    return schema.isDefined() ? schema.get() + "." + table : table;
+    return schema.isDefined() ? quoted(schema.get()) + "." + quoted(table) : quoted(table);
+  }
+
+  private static String quoted(String identifier) {
+    return '"' + identifier.replace("\"", "\"\"") + '"';
   }
 
   @Override

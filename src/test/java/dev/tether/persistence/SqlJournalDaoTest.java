@@ -148,13 +148,15 @@ class SqlJournalDaoTest {
 
   @Test
   void aFailedBatchLeavesNothingBehind() throws Exception {
-    write(List.of(row("conflict|0", 1, payload("conflict", 1), null, List.of("t"))));
-    // The conflicting row comes last, in the second statement: the first must be rolled back too.
+    long high = 1_000_000;
+    write(List.of(row("conflict|0", high, payload("conflict", high), null, List.of("t"))));
+    // A batch is sorted by sequence number: the conflicting row, with the highest, comes last,
+    // in the second statement, so the first statement's rows and tags must be rolled back too.
     List<Tuple2<JournalPekkoSerializationRow, Set<String>>> batch = new ArrayList<>();
+    batch.add(row("conflict|0", high, payload("again", high), null, List.of("t")));
     for (int i = 0; i < SqlJournalDao.ROWS_PER_STATEMENT + 10; i++) {
       batch.add(row("conflict|" + (1 + i % 5), 1 + i / 5, payload("conflict", i), null, List.of("t")));
     }
-    batch.add(row("conflict|0", 1, payload("again", 1), null, List.of("t")));
 
     ExecutionException failed = assertThrows(ExecutionException.class, () -> write(batch));
     assertTrue(failed.getCause().getMessage().contains("duplicate key"), failed.getCause().toString());
