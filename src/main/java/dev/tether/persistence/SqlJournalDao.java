@@ -61,8 +61,6 @@ public final class SqlJournalDao extends DefaultJournalDao {
   /** Tag rows per INSERT statement (2 bind parameters each); Tether's events carry one tag. */
   static final int TAGS_PER_STATEMENT = 10_000;
 
-  private static final int JOURNAL_COLUMNS = 12;
-
   private final String journalInsertPrefix;
   private final String journalRowPlaceholders;
   private final String journalReturning;
@@ -87,24 +85,23 @@ public final class SqlJournalDao extends DefaultJournalDao {
     String persistenceId = quoted(c.persistenceId());
     String sequenceNumber = quoted(c.sequenceNumber());
     String deleted = quoted(c.deleted());
-    this.journalInsertPrefix =
-        "INSERT INTO " + journalTable + " ("
-            + String.join(
-                ", ",
-                persistenceId,
-                sequenceNumber,
-                deleted,
-                quoted(c.writer()),
-                quoted(c.writeTimestamp()),
-                quoted(c.adapterManifest()),
-                quoted(c.eventSerId()),
-                quoted(c.eventSerManifest()),
-                quoted(c.eventPayload()),
-                quoted(c.metaSerId()),
-                quoted(c.metaSerManifest()),
-                quoted(c.metaPayload()))
-            + ") VALUES ";
-    this.journalRowPlaceholders = "(" + "?,".repeat(JOURNAL_COLUMNS - 1) + "?)";
+    // In the order insertEvents binds them; every column but the generated ordering.
+    List<String> columns =
+        List.of(
+            persistenceId,
+            sequenceNumber,
+            deleted,
+            quoted(c.writer()),
+            quoted(c.writeTimestamp()),
+            quoted(c.adapterManifest()),
+            quoted(c.eventSerId()),
+            quoted(c.eventSerManifest()),
+            quoted(c.eventPayload()),
+            quoted(c.metaSerId()),
+            quoted(c.metaSerManifest()),
+            quoted(c.metaPayload()));
+    this.journalInsertPrefix = "INSERT INTO " + journalTable + " (" + String.join(", ", columns) + ") VALUES ";
+    this.journalRowPlaceholders = "(" + "?,".repeat(columns.size() - 1) + "?)";
     this.journalReturning = " RETURNING " + quoted(c.ordering()) + ", " + persistenceId + ", " + sequenceNumber;
     this.highestBeforeSql =
         "SELECT " + sequenceNumber + " FROM " + journalTable + " WHERE " + persistenceId + " = ? AND "
