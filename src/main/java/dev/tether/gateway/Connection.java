@@ -202,6 +202,7 @@ public final class Connection {
   private boolean sessionStopped; // the incarnation that welcomed us stopped (moved, passivated, node died)
   private boolean detachUnanswered; // Detach sent, the session's Released not received yet
   private int detachAttempts;
+  private boolean detachDropReported; // pekko reported the last Detach dropped: the retry is why
   private long detachFirstSentNanos;
 
   private Connection(
@@ -710,13 +711,15 @@ public final class Connection {
       sessionReleased = true;
       detachUnanswered = true;
       detachFirstSentNanos = System.nanoTime();
-      sendDetach();
+      sendDetach(null);
     }
   }
 
-  private void sendDetach() {
-    if (detachAttempts > 0) metrics.detachResent();
+  /** @param resendReason why it is sent again, null the first time */
+  private void sendDetach(TetherMetrics.DetachResendReason resendReason) {
+    if (resendReason != null) metrics.detachResent(resendReason);
     detachAttempts++;
+    detachDropReported = false;
     ClientProxy.Detach detach = new ClientProxy.Detach(generation, sessionAdapter);
     if (sessionStopped) {
       // The incarnation we knew is gone: a Detach sent to it would be lost, and the session
@@ -743,7 +746,7 @@ public final class Connection {
               Duration.ofNanos(System.nanoTime() - detachFirstSentNanos).toSeconds());
       return true;
     }
-    sendDetach();
+    sendDetach(detachDropReported ? TetherMetrics.DetachResendReason.DROPPED : TetherMetrics.DetachResendReason.UNANSWERED);
     return false;
   }
 
@@ -757,6 +760,7 @@ public final class Connection {
       detachUnanswered = false;
       timers.cancel(RetryDetach.INSTANCE);
     } else if (message instanceof ToConnection.DetachDropped && detachUnanswered) {
+      detachDropReported = true;
       timers.startSingleTimer(RetryDetach.INSTANCE, DROPPED_DETACH_RETRY);
     }
   }
@@ -770,7 +774,7 @@ public final class Connection {
   /** The same, after the socket began closing: a Detach not answered yet goes to the next incarnation. */
   private Behavior<Command> onSessionStoppedWhileClosing() {
     sessionStopped = true;
-    if (detachUnanswered) sendDetach();
+    if (detachUnanswered) sendDetach(TetherMetrics.DetachResendReason.SESSION_MOVED);
     return Behaviors.same();
   }
 

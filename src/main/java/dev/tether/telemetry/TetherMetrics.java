@@ -60,7 +60,9 @@ public final class TetherMetrics {
   private final DistributionSummary outboxBytes;
   private final Timer persistLatency;
   private final Counter deliveryGaps;
-  private final Counter detachResends;
+  private final Counter detachResendsDropped;
+  private final Counter detachResendsUnanswered;
+  private final Counter detachResendsSessionMoved;
   private final ConcurrentHashMap<String, AtomicLong> shardGauges = new ConcurrentHashMap<>();
 
   public TetherMetrics() {
@@ -92,10 +94,9 @@ public final class TetherMetrics {
         Counter.builder("tether_delivery_gaps")
             .description("sockets closed 1012 because a message from their session did not arrive (dropped between nodes); the client resumes and gets it")
             .register(registry);
-    detachResends =
-        Counter.builder("tether_detach_resends")
-            .description("Detach messages sent again: pekko reported one dropped on its way to another node, or the session had not answered within detach-resend-after")
-            .register(registry);
+    detachResendsDropped = detachResends("dropped");
+    detachResendsUnanswered = detachResends("unanswered");
+    detachResendsSessionMoved = detachResends("session-moved");
     slowConsumers =
         Counter.builder("tether_slow_consumer_closes").description("connections closed 4009").register(registry);
     kicks = Counter.builder("tether_kicks").description("sessions kicked by the backend").register(registry);
@@ -296,6 +297,16 @@ public final class TetherMetrics {
     messagesLostReported.increment(lost);
   }
 
+  private Counter detachResends(String reason) {
+    return Counter.builder("tether_detach_resends")
+        .tag("reason", reason)
+        .description(
+            "Detach messages sent again: dropped = pekko reported one dropped on its way to another node,"
+                + " unanswered = the session had not answered within detach-resend-after,"
+                + " session-moved = the session's incarnation stopped first (sent to the next one)")
+        .register(registry);
+  }
+
   private Counter handshakeFailures(String reason) {
     return Counter.builder("tether_handshake_failures")
         .tag("reason", reason)
@@ -345,8 +356,22 @@ public final class TetherMetrics {
     deliveryGaps.increment();
   }
 
-  public void detachResent() {
-    detachResends.increment();
+  /** Why a closed socket's connection sent its session's Detach again. */
+  public enum DetachResendReason {
+    /** pekko reported the Detach dropped on its way to another node */
+    DROPPED,
+    /** the session had not answered within detach-resend-after */
+    UNANSWERED,
+    /** the session's incarnation stopped before answering: sent to the next one through sharding */
+    SESSION_MOVED
+  }
+
+  public void detachResent(DetachResendReason reason) {
+    switch (reason) {
+      case DROPPED -> detachResendsDropped.increment();
+      case UNANSWERED -> detachResendsUnanswered.increment();
+      case SESSION_MOVED -> detachResendsSessionMoved.increment();
+    }
   }
 
   public void slowConsumer() {

@@ -11,10 +11,12 @@ import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import org.apache.pekko.actor.testkit.typed.javadsl.ActorTestKit;
+import org.apache.pekko.actor.testkit.typed.javadsl.LoggingTestKit;
 import org.apache.pekko.actor.testkit.typed.javadsl.TestProbe;
 import org.apache.pekko.actor.Dropped;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.eventstream.EventStream;
+import org.apache.pekko.actor.typed.javadsl.Adapter;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
 import org.apache.pekko.cluster.sharding.typed.javadsl.Entity;
@@ -98,8 +100,8 @@ class ConnectionDetachTest {
   }
 
   private record Attached(ActorRef<Connection.Command> connection, ActorRef<ToConnection> adapter, TetherMetrics metrics) {
-    double detachResends() {
-      return metrics.registry().get("tether_detach_resends").counter().count();
+    double detachResends(String reason) {
+      return metrics.registry().get("tether_detach_resends").tag("reason", reason).counter().count();
     }
   }
 
@@ -141,7 +143,8 @@ class ConnectionDetachTest {
     // Unanswered (lost on the way, say): sent again detach-resend-after later.
     ClientProxy.Detach again = session.expectMessageClass(ClientProxy.Detach.class, Duration.ofSeconds(4));
     assertEquals(1, again.generation());
-    assertEquals(1.0, attached.detachResends());
+    assertEquals(1.0, attached.detachResends("unanswered"));
+    assertEquals(0.0, attached.detachResends("dropped"));
 
     again.replyTo().tell(new ToConnection.Released());
     testKit.createTestProbe().expectTerminated(attached.connection(), Duration.ofSeconds(3));
@@ -150,7 +153,7 @@ class ConnectionDetachTest {
 
   @Test
   void aDetachPekkoReportsAsDroppedIsSentAgainAtOnce() {
-    DroppedDetaches.follow(testKit.system());
+    DroppedDetaches.follow(testKit.system(), Duration.ofSeconds(1));
     TestProbe<ClientProxy.Command> session = testKit.createTestProbe(ClientProxy.Command.class);
     Attached attached = attachedTo(session.getRef(), SLOW_RESEND);
 
@@ -158,15 +161,23 @@ class ConnectionDetachTest {
     ClientProxy.Detach first = session.expectMessageClass(ClientProxy.Detach.class);
     session.expectNoMessage(Duration.ofSeconds(1)); // a late answer is no reason to send it again
     // What pekko publishes when a link's send queue to another node is full.
-    testKit
-        .system()
-        .eventStream()
-        .tell(
-            new EventStream.Publish<>(
-                new Dropped(first, "Due to overflow of send queue, size [3072]", org.apache.pekko.actor.ActorRef.noSender(), org.apache.pekko.actor.ActorRef.noSender())));
-    ClientProxy.Detach again = session.expectMessageClass(ClientProxy.Detach.class, Duration.ofSeconds(3));
+    // The operator is told how many were dropped, and pekko's reason.
+    ClientProxy.Detach again =
+        LoggingTestKit.warn("pekko dropped 1 Detach messages in 1 s, each sent again; by reason: {Due to overflow of send queue, size [3072]=1}")
+            .expect(
+                testKit.system(),
+                () -> {
+                  testKit
+                      .system()
+                      .eventStream()
+                      .tell(
+                          new EventStream.Publish<>(
+                              new Dropped(first, "Due to overflow of send queue, size [3072]", org.apache.pekko.actor.ActorRef.noSender(), Adapter.toClassic(session.getRef()))));
+                  return session.expectMessageClass(ClientProxy.Detach.class, Duration.ofSeconds(3));
+                });
     assertEquals(1, again.generation());
-    assertEquals(1.0, attached.detachResends());
+    assertEquals(1.0, attached.detachResends("dropped"));
+    assertEquals(0.0, attached.detachResends("unanswered"));
 
     again.replyTo().tell(new ToConnection.Released());
     testKit.createTestProbe().expectTerminated(attached.connection(), Duration.ofSeconds(3));
@@ -184,6 +195,7 @@ class ConnectionDetachTest {
     ClientProxy.Detach viaSharding =
         (ClientProxy.Detach) sessionsBehindSharding.expectMessageClass(ToEntity.class, Duration.ofSeconds(3)).command();
     assertEquals(1, viaSharding.generation());
+    assertEquals(1.0, attached.detachResends("session-moved"));
 
     viaSharding.replyTo().tell(new ToConnection.Released());
     testKit.createTestProbe().expectTerminated(attached.connection(), Duration.ofSeconds(3));

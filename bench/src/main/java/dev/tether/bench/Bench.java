@@ -27,6 +27,7 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ExecutionException;
@@ -911,16 +912,22 @@ public final class Bench {
       r.put("samplesWithANodeSilent", silentSamples);
       // What the close cost in messages that had to be made up for (summed over the nodes that answer).
       double detachResends = 0, deliveryGaps = 0;
+      Map<String, Long> detachResendsByReason = new TreeMap<>();
       for (ServerProc node : allNodes()) {
         try {
           String text = node.get("/metrics").body();
           detachResends += Machine.promValue(text, "tether_detach_resends_total", null);
+          for (String reason : List.of("dropped", "unanswered", "session-moved")) {
+            long count = (long) Machine.promValue(text, "tether_detach_resends_total", "reason=\"" + reason + "\"");
+            detachResendsByReason.merge(reason, count, Long::sum);
+          }
           deliveryGaps += Machine.promValue(text, "tether_delivery_gaps_total", null);
         } catch (Exception e) {
           // a node that does not answer is already counted in samplesWithANodeSilent
         }
       }
       r.put("detachResends", (long) detachResends);
+      r.put("detachResendsByReason", detachResendsByReason);
       r.put("deliveryGaps", (long) deliveryGaps);
       return r;
     }
