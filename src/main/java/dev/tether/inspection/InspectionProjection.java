@@ -69,7 +69,7 @@ public final class InspectionProjection {
     // Events are applied in groups (up to 200, or whatever arrived within 200 ms), one
     // transaction per group with the offset stored in it: still exactly once, at a fraction of
     // the database round trips of one transaction per event (and the handler applies a group's
-    // message events in bulk).
+    // message, attach and detach events in bulk).
     return JdbcProjection.groupedWithin(
             ProjectionId.of(NAME, tag),
             source,

@@ -24,14 +24,19 @@ import org.slf4j.LoggerFactory;
  * {@code message_history}, in the projection's transaction (the offset is stored in the same one:
  * exactly once).
  *
- * <p>The common events, {@code MessageQueued} and {@code Acked}, are applied in bulk: a run of
- * them costs three statements (insert the history rows, mark the acknowledged ones, update each
- * session's counters) whatever its length, instead of two to three statements per event; this
- * was most of the database's CPU per delivery. Everything else (lifecycle events, a queued
- * message that evicted older ones) ends the run and is applied on its own, in journal order, so
- * the result is the same as applying the events one by one ({@code InspectionHandlerTest} checks
- * both ways). A run can be applied as a whole because a session's acknowledgement never exceeds
- * the highest seq it had queued before it: the rows an ack covers are in the run before it.
+ * <p>The common events, {@code MessageQueued}, {@code Acked}, {@code Attached} and
+ * {@code Detached}, are applied in bulk: a run of them costs at most three statements (insert the
+ * history rows, mark the acknowledged ones, update each session's row) whatever its length,
+ * instead of one to three statements per event. Message events were most of the database's CPU
+ * per delivery; attaches and detaches are what a reconnect storm or a mass disconnect is made
+ * of (one statement each for 100,000 sockets closing). Everything else ({@code Opened},
+ * {@code Ended}, a queued message that evicted older ones) ends the run and is applied on its
+ * own, in journal order, so the result is the same as applying the events one by one
+ * ({@code InspectionHandlerTest} checks both ways). A run can be applied as a whole because a
+ * session's acknowledgement never exceeds the highest seq it had queued before it (the rows an
+ * ack covers are in the run before it), and because what an attach or detach changes (state,
+ * grace deadline, resume and takeover counts) depends on no message event and only the last
+ * one of a session in the run decides the state.
  *
  * <p>A row in state {@code ended} never leaves it: {@code SessionStore.erase} may mark the row
  * ended before this handler sees the session's last events (or instead of it, when they were
@@ -46,7 +51,7 @@ final class SessionIndexHandler
       throws Exception {
     session.<Void>withConnection(
         c -> {
-          MessageRun run = new MessageRun();
+          Run run = new Run();
           for (EventEnvelope<ClientProxy.Event> envelope : envelopes) {
             String sessionId = PersistenceId.extractEntityId(envelope.persistenceId());
             ClientProxy.Event event = envelope.event();
@@ -54,6 +59,10 @@ final class SessionIndexHandler
               run.queued(sessionId, q, envelope.timestamp());
             } else if (event instanceof ClientProxy.Acked a) {
               run.acked(sessionId, a, envelope.timestamp());
+            } else if (event instanceof ClientProxy.Attached a) {
+              run.attached(sessionId, a);
+            } else if (event instanceof ClientProxy.Detached d) {
+              run.detached(sessionId, d, envelope.timestamp());
             } else {
               run.flush(c);
               apply(c, sessionId, event, time(envelope.timestamp()));
@@ -67,12 +76,10 @@ final class SessionIndexHandler
   private static void apply(Connection c, String sessionId, ClientProxy.Event event, OffsetDateTime at)
       throws SQLException {
     if (event instanceof ClientProxy.Opened e) onOpened(c, e);
-    else if (event instanceof ClientProxy.Attached e) onAttached(c, sessionId, e);
-    else if (event instanceof ClientProxy.Detached e) onDetached(c, sessionId, e, at);
     else if (event instanceof ClientProxy.MessageQueued e) onMessageQueued(c, sessionId, e, at);
     else if (event instanceof ClientProxy.Ended e) onEnded(c, sessionId, e);
-    // Acked is always part of a MessageRun. Rooms, upstream and user-index events do not show in
-    // the read model.
+    // Acked, Attached and Detached are always part of a Run. Rooms, upstream and user-index
+    // events do not show in the read model.
   }
 
   private static void onOpened(Connection c, ClientProxy.Opened e) throws SQLException {
@@ -89,38 +96,6 @@ final class SessionIndexHandler
       ps.setObject(3, ts);
       ps.setObject(4, ts);
       ps.executeUpdate();
-    }
-  }
-
-  private static void onAttached(Connection c, String sessionId, ClientProxy.Attached e) throws SQLException {
-    try (PreparedStatement ps =
-        c.prepareStatement(
-            "UPDATE session_index SET "
-                + "state = CASE WHEN state = 'ended' THEN state ELSE 'attached' END, "
-                + "grace_deadline = NULL, resumes = resumes + ?, takeovers = takeovers + ?, "
-                + "updated_at = CASE WHEN state = 'ended' THEN updated_at ELSE ? END "
-                + "WHERE session_id = ?")) {
-      ps.setInt(1, e.resumed() ? 1 : 0);
-      ps.setInt(2, e.takeover() ? 1 : 0);
-      ps.setObject(3, time(e.ts()));
-      ps.setString(4, sessionId);
-      expectRow(ps.executeUpdate(), sessionId, e);
-    }
-  }
-
-  private static void onDetached(Connection c, String sessionId, ClientProxy.Detached e, OffsetDateTime at)
-      throws SQLException {
-    try (PreparedStatement ps =
-        c.prepareStatement(
-            "UPDATE session_index SET "
-                + "state = CASE WHEN state = 'ended' THEN state ELSE 'detached' END, "
-                + "grace_deadline = CASE WHEN state = 'ended' THEN NULL ELSE ? END, "
-                + "updated_at = CASE WHEN state = 'ended' THEN updated_at ELSE ? END "
-                + "WHERE session_id = ?")) {
-      ps.setObject(1, time(e.graceDeadline()));
-      ps.setObject(2, at);
-      ps.setString(3, sessionId);
-      expectRow(ps.executeUpdate(), sessionId, e);
     }
   }
 
@@ -197,10 +172,11 @@ final class SessionIndexHandler
   }
 
   /**
-   * A run of {@code MessageQueued} (without eviction) and {@code Acked} events, possibly of many
-   * sessions, applied with three statements over arrays ({@code unnest}).
+   * A run of {@code MessageQueued} (without eviction), {@code Acked}, {@code Attached} and
+   * {@code Detached} events, possibly of many sessions, applied with at most three statements
+   * over arrays ({@code unnest}).
    */
-  private static final class MessageRun {
+  private static final class Run {
     // message_history rows to insert
     private final List<String> rowSession = new ArrayList<>();
     private final List<Long> rowSeq = new ArrayList<>();
@@ -222,6 +198,11 @@ final class SessionIndexHandler
       int queued;
       int acked;
       long at;
+      // attaches and detaches: the last one decides the state; null when the run has none
+      String state;
+      Long graceDeadline; // of the last Detached, when it is the last of the two
+      int resumes;
+      int takeovers;
     }
 
     private Counters counters(String sessionId) {
@@ -251,6 +232,22 @@ final class SessionIndexHandler
       ackThrough.add(event.seq());
       ackAt.add(at);
       counters.ackedSeq = Math.max(counters.ackedSeq, event.seq());
+      counters.at = Math.max(counters.at, at);
+    }
+
+    void attached(String sessionId, ClientProxy.Attached event) {
+      Counters counters = counters(sessionId);
+      counters.state = "attached";
+      counters.graceDeadline = null;
+      if (event.resumed()) counters.resumes++;
+      if (event.takeover()) counters.takeovers++;
+      counters.at = Math.max(counters.at, event.ts());
+    }
+
+    void detached(String sessionId, ClientProxy.Detached event, long at) {
+      Counters counters = counters(sessionId);
+      counters.state = "detached";
+      counters.graceDeadline = event.graceDeadline();
       counters.at = Math.max(counters.at, at);
     }
 
@@ -307,6 +304,7 @@ final class SessionIndexHandler
       int n = sessions.size();
       Object[] ids = new Object[n], lastSeqs = new Object[n], ackedSeqs = new Object[n];
       Object[] queued = new Object[n], acked = new Object[n], ats = new Object[n];
+      Object[] states = new Object[n], graceDeadlines = new Object[n], resumes = new Object[n], takeovers = new Object[n];
       int i = 0;
       for (Map.Entry<String, Counters> e : sessions.entrySet()) {
         Counters counters = e.getValue();
@@ -316,18 +314,30 @@ final class SessionIndexHandler
         queued[i] = counters.queued;
         acked[i] = counters.acked;
         ats[i] = counters.at;
+        states[i] = counters.state;
+        graceDeadlines[i] = counters.graceDeadline;
+        resumes[i] = counters.resumes;
+        takeovers[i] = counters.takeovers;
         i++;
       }
       try (PreparedStatement ps =
           c.prepareStatement(
+              // An ended row keeps its state and updated_at; without an attach or detach in the
+              // run (v.state null) the state and grace deadline stay as they are.
               "UPDATE session_index s SET last_seq = GREATEST(s.last_seq, v.last_seq), "
                   + "acked_seq = GREATEST(s.acked_seq, v.acked_seq), "
                   + "outbox_size = CASE WHEN s.state = 'ended' THEN 0 "
                   + "ELSE GREATEST(0, s.outbox_size + v.queued - v.acked) END, "
                   + "updated_at = CASE WHEN s.state = 'ended' THEN s.updated_at "
-                  + "ELSE GREATEST(s.updated_at, to_timestamp(v.ms / 1000.0)) END "
-                  + "FROM unnest(?::varchar[], ?::bigint[], ?::bigint[], ?::int[], ?::int[], ?::bigint[]) "
-                  + "AS v(sid, last_seq, acked_seq, queued, acked, ms) "
+                  + "ELSE GREATEST(s.updated_at, to_timestamp(v.ms / 1000.0)) END, "
+                  + "state = CASE WHEN s.state = 'ended' OR v.state IS NULL THEN s.state ELSE v.state END, "
+                  + "grace_deadline = CASE WHEN v.state IS NULL THEN s.grace_deadline "
+                  + "WHEN s.state = 'ended' OR v.state = 'attached' THEN NULL "
+                  + "ELSE to_timestamp(v.deadline_ms / 1000.0) END, "
+                  + "resumes = s.resumes + v.resumes, takeovers = s.takeovers + v.takeovers "
+                  + "FROM unnest(?::varchar[], ?::bigint[], ?::bigint[], ?::int[], ?::int[], ?::bigint[], "
+                  + "?::varchar[], ?::bigint[], ?::int[], ?::int[]) "
+                  + "AS v(sid, last_seq, acked_seq, queued, acked, ms, state, deadline_ms, resumes, takeovers) "
                   + "WHERE s.session_id = v.sid "
                   + "RETURNING s.session_id")) {
         ps.setArray(1, c.createArrayOf("varchar", ids));
@@ -336,12 +346,16 @@ final class SessionIndexHandler
         ps.setArray(4, c.createArrayOf("integer", queued));
         ps.setArray(5, c.createArrayOf("integer", acked));
         ps.setArray(6, c.createArrayOf("bigint", ats));
+        ps.setArray(7, c.createArrayOf("varchar", states));
+        ps.setArray(8, c.createArrayOf("bigint", graceDeadlines));
+        ps.setArray(9, c.createArrayOf("integer", resumes));
+        ps.setArray(10, c.createArrayOf("integer", takeovers));
         java.util.Set<String> missing = new java.util.HashSet<>(sessions.keySet());
         try (ResultSet rs = ps.executeQuery()) {
           while (rs.next()) missing.remove(rs.getString(1));
         }
         for (String sessionId : missing) {
-          log.warn("No session_index row for {}; its queued and acked messages not counted", sessionId);
+          log.warn("No session_index row for {}; its messages, acks, attaches and detaches not applied", sessionId);
         }
       }
     }

@@ -160,8 +160,9 @@ class InspectionHandlerTest {
 
   /**
    * The same events of two interleaved sessions, applied one per transaction and as one group
-   * (where the message events run in bulk), leave the same rows: several acks per session in a
-   * run, an evicting message in the middle, lifecycle events between runs.
+   * (where message, attach and detach events run in bulk), leave the same rows: several acks per
+   * session in a run, an evicting message in the middle, several attaches and detaches of one
+   * session in a run, with messages between them.
    */
   @Test
   void aGroupLeavesTheSameRowsAsOneEventAtATime() throws Exception {
@@ -182,6 +183,14 @@ class InspectionHandlerTest {
     script.add(List.of("a", T0 + 33, new ClientProxy.MessageQueued(message(7, T0 + 33), null, 0, 0)));
     script.add(List.of("a", T0 + 34, new ClientProxy.Attached(2, true, false, T0 + 34)));
     script.add(List.of("a", T0 + 35, new ClientProxy.Acked(7)));
+    script.add(List.of("b", T0 + 36, new ClientProxy.Detached(T0 + 130_000)));
+    script.add(List.of("b", T0 + 37, new ClientProxy.MessageQueued(message(8, T0 + 37), null, 0, 0)));
+    script.add(List.of("b", T0 + 38, new ClientProxy.Attached(2, true, true, T0 + 38)));
+    script.add(List.of("b", T0 + 39, new ClientProxy.Detached(T0 + 140_000)));
+    script.add(List.of("a", T0 + 40, new ClientProxy.Detached(T0 + 150_000)));
+    script.add(List.of("a", T0 + 41, new ClientProxy.Attached(3, false, true, T0 + 41)));
+    script.add(List.of("b", T0 + 42, new ClientProxy.Attached(3, true, false, T0 + 42)));
+    script.add(List.of("b", T0 + 43, new ClientProxy.Detached(T0 + 160_000)));
 
     java.util.Map<String, Long> seqNrs = new java.util.HashMap<>();
     List<EventEnvelope<ClientProxy.Event>> group = new ArrayList<>();
@@ -209,10 +218,19 @@ class InspectionHandlerTest {
       assertEquals(history("single-" + who), history("group-" + who), "history of " + who);
     }
     assertEquals(List.of("1:acked", "2:acked", "3:acked", "4:acked", "5:acked", "6:acked", "7:acked"), history("group-a"));
-    assertEquals(List.of("1:lost", "2:lost", "3:acked", "4:acked", "5:acked", "6:open", "7:open"), history("group-b"));
-    assertEquals(2, row("group-b").get("outbox_size"));
-    assertEquals(0, row("group-a").get("outbox_size"));
-    assertEquals(T0 + 35, row("group-a").get("updated_at"));
+    assertEquals(List.of("1:lost", "2:lost", "3:acked", "4:acked", "5:acked", "6:open", "7:open", "8:open"), history("group-b"));
+    Map<String, Object> a = row("group-a"), b = row("group-b");
+    assertEquals(3, b.get("outbox_size"));
+    assertEquals(0, a.get("outbox_size"));
+    // The last attach or detach of each decides its state.
+    assertEquals("attached", a.get("state"));
+    assertNull(a.get("grace_deadline"));
+    assertEquals(List.of(1L, 1L), List.of(a.get("resumes"), a.get("takeovers")));
+    assertEquals(T0 + 41, a.get("updated_at"));
+    assertEquals("detached", b.get("state"));
+    assertEquals(T0 + 160_000, b.get("grace_deadline"));
+    assertEquals(List.of(2L, 1L), List.of(b.get("resumes"), b.get("takeovers")));
+    assertEquals(T0 + 43, b.get("updated_at"));
   }
 
   @Test
@@ -235,7 +253,15 @@ class InspectionHandlerTest {
     project(id, 5, T0 + 3, new ClientProxy.Attached(2, true, false, T0 + 3));
     assertEquals("ended", row(id).get("state"), "a late Attached");
     assertNull(row(id).get("grace_deadline"));
-    project(id, 6, T0 + 4, new ClientProxy.Ended("expired", T0 + 4));
+    // Nor does a group where they run in bulk.
+    projectGroup(
+        List.of(
+            envelope(id, 6, T0 + 4, new ClientProxy.Detached(T0 + 130_000)),
+            envelope(id, 7, T0 + 5, new ClientProxy.Attached(3, true, false, T0 + 5)),
+            envelope(id, 8, T0 + 6, new ClientProxy.Detached(T0 + 140_000))));
+    assertEquals("ended", row(id).get("state"), "a late group of attaches and detaches");
+    assertNull(row(id).get("grace_deadline"));
+    project(id, 9, T0 + 7, new ClientProxy.Ended("expired", T0 + 7));
 
     Map<String, Object> late = row(id);
     assertEquals("ended", late.get("state"));
@@ -245,7 +271,7 @@ class InspectionHandlerTest {
     assertEquals(T0, late.get("created_at"), "Opened still fills in when the session began");
     assertEquals(erased.get("updated_at"), late.get("updated_at"), "late events do not move updated_at");
     assertEquals(1L, late.get("last_seq"));
-    assertEquals(1L, late.get("resumes"));
+    assertEquals(2L, late.get("resumes"));
     assertEquals(List.of("1:open"), history(id));
   }
 
