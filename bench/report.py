@@ -53,6 +53,8 @@ def main():
         print("| load avg before (1/5/15 min) | " + " | ".join(fmt([round(x, 2) for x in r["loadBefore"]]) for r in runs) + " |")
         print("| load avg after | " + " | ".join(fmt([round(x, 2) for x in r.get("loadAfter", [])]) for r in runs) + " |")
         print("| server log ERROR/WARN lines | " + " | ".join(f"{r['serverLog'].get('logErrorLines')}/{r['serverLog'].get('logWarnLines')}" for r in runs) + " |")
+        # Other lines naming an exception (stack traces, dead-letter notices); older results lack it.
+        print("| server log other lines naming an exception | " + " | ".join(fmt(r['serverLog'].get('logExceptionLines')) for r in runs) + " |")
         s = d.get("summary", {})
         if "ratio_tether_over_socketio" in s:
             print("\nmedian tether / median socketio: " + ", ".join(f"{k} {v:g}" for k, v in s["ratio_tether_over_socketio"].items() if k not in ("load1_before",)))

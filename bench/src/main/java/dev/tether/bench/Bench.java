@@ -1227,7 +1227,10 @@ public final class Bench {
       Map<String, Object> r = new LinkedHashMap<>();
       try {
         List<String> lines = Files.readAllLines(log, StandardCharsets.UTF_8);
-        long errors = 0, warns = 0;
+        // ERROR and WARN count log levels only; lines that merely name an exception (stack
+        // trace lines, pekko's INFO dead-letter notices about an AskTimeoutException) are counted
+        // apart, so that a run's "error lines" are errors.
+        long errors = 0, warns = 0, exceptionMentions = 0;
         // Signs of a cluster under strain (pekko's own log lines), counted over the whole run.
         Map<String, String> markers = new LinkedHashMap<>();
         markers.put("flush_timeouts", "FlushBeforeDeathWatchNotification - Flush timeout");
@@ -1239,18 +1242,21 @@ public final class Bench {
         List<String> samples = new ArrayList<>();
         Map<String, Integer> warnKinds = new HashMap<>();
         for (String l : lines) {
-          boolean e = l.contains(" ERROR ") || l.contains("\"level\":\"ERROR\"") || l.contains("Exception");
+          boolean e = l.contains(" ERROR ") || l.contains("\"level\":\"ERROR\"");
           boolean w = l.contains(" WARN ") || l.contains("\"level\":\"WARN\"");
+          boolean x = !e && !w && l.contains("Exception");
           if (e) errors++;
           if (w) warns++;
+          if (x) exceptionMentions++;
           markers.forEach((k, text) -> {
             if (l.contains(text)) markerCounts.merge(k, 1L, Long::sum);
           });
-          if ((e || w) && samples.size() < 15) samples.add(l.length() > 400 ? l.substring(0, 400) : l);
+          if ((e || w || x) && samples.size() < 15) samples.add(l.length() > 400 ? l.substring(0, 400) : l);
         }
         r.put("logLines", lines.size());
         r.put("logErrorLines", errors);
         r.put("logWarnLines", warns);
+        r.put("logExceptionLines", exceptionMentions);
         r.put("clusterMarkers", markerCounts);
         r.put("logSamples", samples);
       } catch (IOException e) {
