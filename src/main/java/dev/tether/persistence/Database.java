@@ -100,8 +100,17 @@ public final class Database implements AutoCloseable {
       // 10 s rather than every minute, so the read model's queries get good plans early (see
       // db/migrations/V4__journal_statistics.sql).
       builder.setServerConfig("autovacuum_naptime", "10s");
-      return builder.start();
-    } catch (IOException e) {
+      if (settings.embeddedStatementStats()) builder.setServerConfig("shared_preload_libraries", "pg_stat_statements");
+      EmbeddedPostgres pg = builder.start();
+      if (settings.embeddedStatementStats()) {
+        try (Connection c = pg.getPostgresDatabase().getConnection();
+            Statement st = c.createStatement()) {
+          st.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+        }
+        log.info("pg_stat_statements is on (tether.db.embedded.statement-stats)");
+      }
+      return pg;
+    } catch (IOException | SQLException e) {
       throw new IllegalStateException("Could not start the embedded PostgreSQL", e);
     }
   }

@@ -5,6 +5,7 @@ import java.util.Optional;
 
 /**
  * Where the journal lives: an external PostgreSQL when {@code url} is set, else an embedded one.
+ * {@code embeddedStatementStats} loads pg_stat_statements into the embedded server (diagnosis).
  * {@code projectionThreads} is how many connections the inspection projections may hold at once
  * ({@code pekko.projection.jdbc.blocking-jdbc-dispatcher}'s pool size).
  */
@@ -15,6 +16,7 @@ public record DatabaseSettings(
     int poolSize,
     Optional<String> embeddedDataDir,
     int embeddedPort,
+    boolean embeddedStatementStats,
     int projectionThreads) {
 
   public static DatabaseSettings from(Config config) {
@@ -26,6 +28,7 @@ public record DatabaseSettings(
         db.getInt("pool-size"),
         nonBlank(db.getString("embedded.data-dir")),
         db.getInt("embedded.port"),
+        db.getBoolean("embedded.statement-stats"),
         config.getInt("pekko.projection.jdbc.blocking-jdbc-dispatcher.thread-pool-executor.fixed-pool-size"));
   }
 

@@ -1,0 +1,65 @@
+package dev.tether.persistence;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.sql.Connection;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Statement;
+import java.util.Optional;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The embedded PostgreSQL as the default run starts it, here with the diagnostic
+ * {@code tether.db.embedded.statement-stats} on: the migrations are applied, and
+ * pg_stat_statements records them.
+ */
+class EmbeddedDatabaseTest {
+  private static Database database;
+
+  @BeforeAll
+  static void start() {
+    database =
+        Database.start(
+            new DatabaseSettings(Optional.empty(), "postgres", "", 2, Optional.empty(), 0, true, 0));
+  }
+
+  @AfterAll
+  static void stop() {
+    if (database != null) database.close();
+  }
+
+  @Test
+  void statementStatisticsRecordTheMigrations() throws SQLException {
+    long migrationStatements =
+        queryLong("SELECT count(*) FROM pg_stat_statements WHERE query ILIKE '%CREATE TABLE%message_history%'");
+    assertTrue(migrationStatements >= 1, "pg_stat_statements should have seen V3's CREATE TABLE, saw " + migrationStatements);
+  }
+
+  @Test
+  void unacknowledgedHistoryHasItsPartialIndex() throws SQLException {
+    // V8: the read model's ack and eviction updates look up unacknowledged rows only.
+    try (Connection c = database.dataSource().getConnection();
+        Statement st = c.createStatement();
+        ResultSet rs =
+            st.executeQuery("SELECT indexdef FROM pg_indexes WHERE indexname = 'message_history_unacked_idx'")) {
+      assertTrue(rs.next(), "message_history_unacked_idx is missing");
+      assertEquals(
+          "CREATE INDEX message_history_unacked_idx ON public.message_history USING btree (session_id, seq) "
+              + "WHERE ((acked_at IS NULL) AND (NOT lost))",
+          rs.getString(1));
+    }
+  }
+
+  private static long queryLong(String sql) throws SQLException {
+    try (Connection c = database.dataSource().getConnection();
+        Statement st = c.createStatement();
+        ResultSet rs = st.executeQuery(sql)) {
+      rs.next();
+      return rs.getLong(1);
+    }
+  }
+}
