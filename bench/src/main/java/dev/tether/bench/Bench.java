@@ -72,6 +72,9 @@ public final class Bench {
     d.put("quiet-wait-min", "60");
     d.put("tether-jar", "target/tether-under-test.jar");
     d.put("tether-java-opts", "");
+    // true: Tether's embedded PostgreSQL runs pg_stat_statements; its statistics are reset when the
+    // measured part starts and its top statements saved in the JSON (measured.pgStatements)
+    d.put("pg-statements", "false");
     d.put("client", "jdk"); // jdk | raw (lean NIO clients; density and storm against Tether only)
     d.put("nodes", "1"); // Tether only: gateway processes in one cluster, sharing node 1's embedded PostgreSQL
     d.put("connect-limit-s", "1800"); // raw clients: the connect phase's limit (raise with event-timeout-s for 100k)
@@ -273,6 +276,15 @@ public final class Bench {
       List<JsonNode> results = new ArrayList<>();
       for (WorkerProc w : workers) results.add(w.awaitResult());
       measured.put("cpuAtEnd", srv.cpu());
+      List<Map<String, Object>> statements = srv.pgStatements();
+      if (statements != null) {
+        measured.put("pgStatements", statements);
+        System.out.println("PostgreSQL's top statements over the measured part (calls, total ms, mean ms, rows):");
+        for (Map<String, Object> r : statements.subList(0, Math.min(8, statements.size()))) {
+          String q = (String) r.get("query");
+          System.out.printf("  %7d %8d %8.2f %9d  %s%n", r.get("calls"), r.get("totalMs"), r.get("meanMs"), r.get("rows"), q.length() > 100 ? q.substring(0, 100) : q);
+        }
+      }
       String jfr = srv.jfrStop();
       if (jfr != null) out.put("jfr", jfr);
       Map<String, Object> merged = merge(results);
@@ -307,6 +319,7 @@ public final class Bench {
         Thread.sleep(i("settle-s") * 1000L);
         m.put("loaded", srv.snapshot(true));
         srv.jfrStart(); // with --jfr true: the first node during the mass close
+        srv.pgStatementsReset();
         goAll(workers); // every client closes its socket at once
         if (server.equals("tether")) m.put("massClose", srv.awaitAllDetached(i("close-timeout-s")));
       }
@@ -314,6 +327,7 @@ public final class Bench {
         awaitAll(workers, "ready");
         m.put("beforeGo", srv.snapshot(false));
         m.put("cpuAtGo", srv.cpu());
+        srv.pgStatementsReset();
         srv.jfrStart();
         goAll(workers);
       }
@@ -696,6 +710,7 @@ public final class Bench {
       if (kind.equals("tether")) {
         List<String> cmd = new ArrayList<>(List.of("java"));
         for (String o : opt.get("tether-java-opts").trim().split("\\s+")) if (!o.isEmpty()) cmd.add(o);
+        if (Boolean.parseBoolean(opt.get("pg-statements"))) cmd.add("-Dtether.db.embedded.statement-stats=on");
         if (scenario.equals("resume-idle")) {
           cmd.add("-Dtether.session.passivate-detached-after=" + opt.get("passivate-after"));
         }
@@ -708,13 +723,14 @@ public final class Bench {
         env.put("TETHER_PORT", Integer.toString(port));
         env.put("TETHER_CLUSTER_HOST", "127.0.0.1");
         env.put("TETHER_CLUSTER_PORT", Integer.toString(clusterPort));
+        if (first == null) { // the node that runs the embedded PostgreSQL, on a port we know
+          dbPort = freePort();
+          env.put("TETHER_EMBEDDED_DB_PORT", Integer.toString(dbPort));
+        }
         if (clustered) {
           ServerProc seed = first == null ? this : first;
           env.put("TETHER_SEED_NODES", "pekko://tether@127.0.0.1:" + seed.clusterPort);
-          if (first == null) {
-            dbPort = freePort();
-            env.put("TETHER_EMBEDDED_DB_PORT", Integer.toString(dbPort));
-          } else {
+          if (first != null) {
             env.put("TETHER_DB_URL", "jdbc:postgresql://127.0.0.1:" + first.dbPort + "/postgres");
             env.put("TETHER_DB_USER", "postgres");
             env.put("TETHER_DB_PASSWORD", "postgres");
@@ -806,6 +822,47 @@ public final class Bench {
       Path jfr = outDir.resolve(runId + ".jfr");
       System.out.println(Machine.exec(List.of("jcmd", Long.toString(pid), "JFR.stop", "name=bench", "filename=" + jfr)));
       return benchDir.relativize(jfr).toString();
+    }
+
+    /** With --pg-statements true: forgets the statement statistics gathered so far (start-up, connects). */
+    void pgStatementsReset() {
+      if (!kind.equals("tether") || !Boolean.parseBoolean(opt.get("pg-statements"))) return;
+      try (java.sql.Connection c = pgConnection();
+          java.sql.Statement st = c.createStatement()) {
+        st.execute("SELECT pg_stat_statements_reset()");
+      } catch (java.sql.SQLException e) {
+        System.out.println("pg_stat_statements reset failed: " + e.getMessage());
+      }
+    }
+
+    /** With --pg-statements true: the statements that took the most execution time since the reset. */
+    List<Map<String, Object>> pgStatements() {
+      if (!kind.equals("tether") || !Boolean.parseBoolean(opt.get("pg-statements"))) return null;
+      List<Map<String, Object>> top = new ArrayList<>();
+      try (java.sql.Connection c = pgConnection();
+          java.sql.Statement st = c.createStatement();
+          java.sql.ResultSet rs =
+              st.executeQuery(
+                  "SELECT calls, total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g') "
+                      + "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15")) {
+        while (rs.next()) {
+          Map<String, Object> row = new LinkedHashMap<>();
+          row.put("calls", rs.getLong(1));
+          row.put("totalMs", Math.round(rs.getDouble(2)));
+          row.put("meanMs", Math.round(100 * rs.getDouble(2) / Math.max(1, rs.getLong(1))) / 100.0);
+          row.put("rows", rs.getLong(3));
+          String q = rs.getString(4);
+          row.put("query", q.length() > 300 ? q.substring(0, 300) + "..." : q);
+          top.add(row);
+        }
+      } catch (java.sql.SQLException e) {
+        System.out.println("pg_stat_statements read failed: " + e.getMessage());
+      }
+      return top;
+    }
+
+    private java.sql.Connection pgConnection() throws java.sql.SQLException {
+      return java.sql.DriverManager.getConnection("jdbc:postgresql://127.0.0.1:" + dbPort + "/postgres", "postgres", "postgres");
     }
 
     /** CPU seconds used so far by the server (every node) and by its helpers (embedded PostgreSQL). */
