@@ -54,6 +54,13 @@ class EmbeddedDatabaseTest {
     }
   }
 
+  @Test
+  void historyPurgeFindsOldRowsThroughABrinIndex() throws SQLException {
+    // V9: the purge's DELETE ... WHERE queued_at < ? is served by a BRIN index; the btree is gone.
+    assertEquals(1, queryLong("SELECT count(*) FROM pg_indexes WHERE indexname = 'message_history_queued_at_brin' AND indexdef LIKE '%USING brin (queued_at)%'"));
+    assertEquals(0, queryLong("SELECT count(*) FROM pg_indexes WHERE indexname = 'message_history_queued_at_idx'"));
+  }
+
   private static long queryLong(String sql) throws SQLException {
     try (Connection c = database.dataSource().getConnection();
         Statement st = c.createStatement();
