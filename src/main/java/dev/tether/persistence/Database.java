@@ -119,6 +119,11 @@ public final class Database implements AutoCloseable {
     Flyway.configure()
         .dataSource(dataSource)
         .locations("classpath:db/migrations")
+        // Flyway serialises nodes that start together with an advisory lock. Held in a
+        // transaction (its default), that open transaction is one CREATE INDEX CONCURRENTLY
+        // (V10) waits for to end, on another of Flyway's connections: the migration would wait
+        // forever. A session-level lock holds no transaction open.
+        .configuration(Map.of("flyway.postgresql.transactional.lock", "false"))
         .load()
         .migrate();
     analyzeJournal();

@@ -117,11 +117,11 @@ public final class SqlJournalDao extends DefaultJournalDao {
             + quoted(tags.columnNames().eventId()) + ", " + quoted(tags.columnNames().tag()) + ") VALUES ";
   }
 
-  private static String qualified(scala.Option<String> schema, String table) {
+  static String qualified(scala.Option<String> schema, String table) {
     return schema.isDefined() ? quoted(schema.get()) + "." + quoted(table) : quoted(table);
   }
 
-  private static String quoted(String identifier) {
+  static String quoted(String identifier) {
     return '"' + identifier.replace("\"", "\"\"") + '"';
   }
 

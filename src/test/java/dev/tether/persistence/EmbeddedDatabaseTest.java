@@ -61,6 +61,17 @@ class EmbeddedDatabaseTest {
     assertEquals(0, queryLong("SELECT count(*) FROM pg_indexes WHERE indexname = 'message_history_queued_at_idx'"));
   }
 
+  @Test
+  void tagTableHasAValidIndexByTag() throws SQLException {
+    // V10, built CONCURRENTLY outside a transaction: present and valid (a failed concurrent build
+    // would leave it invalid, and the planner would not use it).
+    assertEquals(
+        1,
+        queryLong(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                + "WHERE c.relname = 'event_tag_tag_idx' AND i.indisvalid"));
+  }
+
   private static long queryLong(String sql) throws SQLException {
     try (Connection c = database.dataSource().getConnection();
         Statement st = c.createStatement();

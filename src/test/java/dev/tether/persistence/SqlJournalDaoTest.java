@@ -25,7 +25,12 @@ import org.apache.pekko.persistence.jdbc.config.JournalConfig;
 import org.apache.pekko.persistence.jdbc.db.SlickDatabase;
 import org.apache.pekko.persistence.jdbc.db.SlickExtension;
 import org.apache.pekko.persistence.jdbc.db.SlickExtensionImpl;
+import org.apache.pekko.persistence.PersistentRepr;
+import org.apache.pekko.persistence.jdbc.config.ReadJournalConfig;
 import org.apache.pekko.persistence.jdbc.journal.dao.JournalTables.JournalPekkoSerializationRow;
+import org.apache.pekko.persistence.jdbc.query.dao.DefaultReadJournalDao;
+import org.apache.pekko.persistence.jdbc.query.dao.ReadJournalDao;
+import org.apache.pekko.serialization.Serialization;
 import org.apache.pekko.serialization.SerializationExtension;
 import org.apache.pekko.stream.Materializer;
 import org.junit.jupiter.api.AfterAll;
@@ -33,6 +38,8 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import scala.Option;
 import scala.Tuple2;
+import scala.Tuple3;
+import scala.util.Try;
 import scala.collection.immutable.Seq;
 import scala.collection.immutable.Set;
 import scala.jdk.javaapi.CollectionConverters;
@@ -48,13 +55,14 @@ class SqlJournalDaoTest {
   private static Database database;
   private static ActorTestKit testKit;
   private static SqlJournalDao dao;
+  private static Config config;
 
   @BeforeAll
   static void start() {
     dbUrl = TestDatabase.newDatabase();
     database = Database.connect(dbUrl, "postgres", "postgres"); // applies the migrations
     // As TetherNode loads it: the overrides resolved together with application.conf.
-    Config config =
+    config =
         ConfigFactory.load(
             ConfigFactory.parseMap(TestDatabase.overridesFor(dbUrl))
                 .withFallback(ConfigFactory.parseString("pekko.remote.artery.canonical.port = 0"))
@@ -190,6 +198,80 @@ class SqlJournalDaoTest {
     assertEquals(5L, FutureConverters.asJava(dao.highestSequenceNr("delete|a", 0)).toCompletableFuture().get());
   }
 
+  /**
+   * {@link SqlReadJournalDao#eventsByTag} against the plugin's own query, window by window: the
+   * same events (deleted ones left out), in the same order, cut at the same limit, with the same
+   * payloads, metadata and offsets.
+   */
+  @Test
+  void eventsByTagReadsWhatThePluginsQueryReads() throws Exception {
+    List<Tuple2<JournalPekkoSerializationRow, Set<String>>> batch = new ArrayList<>();
+    for (long seq = 1; seq <= 6; seq++) {
+      for (int s = 0; s < 12; s++) {
+        String pid = "bytag|" + s;
+        batch.add(row(pid, seq, payload(pid, seq), s == 5 ? "meta-" + seq : null, List.of("slice-" + (s % 4))));
+      }
+    }
+    write(batch);
+    // Deleted events (all but the highest removed, that one marked) are not read by either.
+    FutureConverters.asJava(dao.delete("bytag|1", 3)).toCompletableFuture().get(30, TimeUnit.SECONDS);
+    FutureConverters.asJava(dao.delete("bytag|6", 6)).toCompletableFuture().get(30, TimeUnit.SECONDS);
+
+    long firstOrdering = count("SELECT min(ordering) FROM event_journal WHERE persistence_id LIKE 'bytag|%'");
+    long lastOrdering = count("SELECT max(ordering) FROM event_journal WHERE persistence_id LIKE 'bytag|%'");
+    Config readJournal = config.getConfig("jdbc-read-journal");
+    ReadJournalConfig readConfig = new ReadJournalConfig(readJournal);
+    SlickDatabase slick =
+        ((SlickExtensionImpl) SlickExtension.get(Adapter.toClassic(testKit.system()))).database(readJournal);
+    Serialization serialization = SerializationExtension.get(testKit.system());
+    Materializer materializer = Materializer.matFromSystem(testKit.system());
+    ReadJournalDao ours =
+        new SqlReadJournalDao(
+            slick.database(), slick.profile(), readConfig, serialization, testKit.system().executionContext(), materializer);
+    ReadJournalDao plugins =
+        new DefaultReadJournalDao(
+            slick.database(), slick.profile(), readConfig, serialization, testKit.system().executionContext(), materializer);
+
+    int windows = 0;
+    for (int slice = 0; slice < 4; slice++) {
+      String tag = "slice-" + slice;
+      for (long[] window : new long[][] {
+          {firstOrdering - 1, lastOrdering, 1000}, // everything
+          {firstOrdering - 1, lastOrdering, 5}, // cut by the limit
+          {firstOrdering + 10, lastOrdering - 10, 1000}, // a range inside
+          {lastOrdering, lastOrdering + 100, 1000}}) { // past the end: nothing
+        List<String> expected = read(plugins, tag, window);
+        assertEquals(expected, read(ours, tag, window), tag + " " + java.util.Arrays.toString(window));
+        windows++;
+        if (window[1] == lastOrdering && window[2] == 1000) {
+          // 3 sessions per slice x 6 events, less the deleted ones of bytag|1 (slice 1: 3) and
+          // bytag|6 (slice 2: 6), which the plugin does not read either.
+          int deleted = slice == 1 ? 3 : slice == 2 ? 6 : 0;
+          assertEquals(18 - deleted, expected.size(), tag);
+        }
+      }
+    }
+    assertEquals(16, windows);
+  }
+
+  /** "pid/seq@ordering:payload:meta" of what eventsByTag returns, in order. */
+  private static List<String> read(ReadJournalDao reader, String tag, long[] window) throws Exception {
+    Seq<Try<Tuple3<PersistentRepr, Set<String>, Object>>> rows =
+        FutureConverters.asJava(
+                reader.eventsByTag(tag, window[0], window[1], window[2])
+                    .runWith(org.apache.pekko.stream.scaladsl.Sink.seq(), Materializer.matFromSystem(testKit.system())))
+            .toCompletableFuture()
+            .get(30, TimeUnit.SECONDS);
+    List<String> out = new ArrayList<>();
+    for (Try<Tuple3<PersistentRepr, Set<String>, Object>> row : CollectionConverters.asJava(rows)) {
+      PersistentRepr repr = row.get()._1();
+      out.add(repr.persistenceId() + "/" + repr.sequenceNr() + "@" + row.get()._3() + ":"
+          + new String((byte[]) repr.payload()) + ":"
+          + (repr.metadata().isDefined() ? new String((byte[]) repr.metadata().get()) : "-"));
+    }
+    return out;
+  }
+
   /** "seq:deleted" of a persistence id's rows, in order. */
   private static List<String> events(String pid) throws Exception {
     List<String> rows = new ArrayList<>();
@@ -221,11 +303,11 @@ class SqlJournalDaoTest {
             1_700_000_000_000L + seq,
             "",
             payload,
-            4,
-            "manifest",
+            4, // pekko's ByteArraySerializer: the payload reads back as these bytes (no manifest)
+            "",
             meta == null ? Option.empty() : Option.apply(meta.getBytes()),
             meta == null ? Option.empty() : Option.apply((Object) 4),
-            meta == null ? Option.empty() : Option.apply("meta-manifest"));
+            meta == null ? Option.empty() : Option.apply(""));
     return Tuple2.apply(row, CollectionConverters.asScala(new LinkedHashSet<>(tags)).toSet());
   }
 

@@ -1,0 +1,11 @@
+-- The inspection read model reads each tag slice's events in ordering ranges
+-- (dev.tether.persistence.SqlReadJournalDao puts the range on event_tag.event_id). The primary
+-- key (event_id, tag) cannot find one tag's events in a range without reading every tag's; this
+-- index can.
+--
+-- Built CONCURRENTLY (Flyway runs this migration outside a transaction): every journal write
+-- inserts into event_tag, and a plain CREATE INDEX would hold all of them, on every node, for
+-- as long as the build takes on a large journal. Should a concurrent build fail, PostgreSQL
+-- leaves an invalid index behind, which IF NOT EXISTS would then keep: drop it
+-- (DROP INDEX CONCURRENTLY event_tag_tag_idx) and restart a node to build it again.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS event_tag_tag_idx ON event_tag (tag, event_id);
