@@ -27,6 +27,7 @@ import scala.collection.immutable.Set;
 import scala.concurrent.ExecutionContext;
 import scala.concurrent.Future;
 import scala.jdk.javaapi.FunctionConverters;
+import scala.jdk.javaapi.FutureConverters;
 import scala.util.Try;
 import slick.dbio.DBIOAction;
 import slick.jdbc.JdbcBackend;
@@ -51,6 +52,9 @@ import slick.jdbc.SimpleJdbcAction;
  * reflection with the constructor below.
  */
 public final class SqlReadJournalDao extends DefaultReadJournalDao {
+  /** The tags eventsByTag returns with each event: none, as the plugin's own query. */
+  private static final Set<String> NO_TAGS = scala.collection.immutable.Set$.MODULE$.empty();
+
   private final Serialization serialization;
   private final String eventsByTagSql;
 
@@ -112,7 +116,7 @@ public final class SqlReadJournalDao extends DefaultReadJournalDao {
     Future<List<JournalPekkoSerializationRow>> rows = db().run(action);
     // As the plugin's own: each row deserialized on its own (a row that fails is a failed Try,
     // which the query turns into a failed stream), with no tags, and its ordering as the offset.
-    return org.apache.pekko.stream.javadsl.Source.completionStage(scala.jdk.javaapi.FutureConverters.asJava(rows))
+    return org.apache.pekko.stream.javadsl.Source.completionStage(FutureConverters.asJava(rows))
         .mapConcat(list -> list)
         .map(
             row ->
@@ -121,7 +125,7 @@ public final class SqlReadJournalDao extends DefaultReadJournalDao {
                         FunctionConverters.asScalaFromFunction(
                             reprAndOrdering ->
                                 new Tuple3<PersistentRepr, Set<String>, Object>(
-                                    reprAndOrdering._1(), scala.collection.immutable.Set$.MODULE$.empty(), reprAndOrdering._2()))))
+                                    reprAndOrdering._1(), NO_TAGS, reprAndOrdering._2()))))
         .asScala();
   }
 

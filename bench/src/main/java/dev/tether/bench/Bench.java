@@ -710,7 +710,7 @@ public final class Bench {
       if (kind.equals("tether")) {
         List<String> cmd = new ArrayList<>(List.of("java"));
         for (String o : opt.get("tether-java-opts").trim().split("\\s+")) if (!o.isEmpty()) cmd.add(o);
-        if (Boolean.parseBoolean(opt.get("pg-statements"))) cmd.add("-Dtether.db.embedded.statement-stats=on");
+        if (pgStatementsOn()) cmd.add("-Dtether.db.embedded.statement-stats=on");
         if (scenario.equals("resume-idle")) {
           cmd.add("-Dtether.session.passivate-detached-after=" + opt.get("passivate-after"));
         }
@@ -826,7 +826,7 @@ public final class Bench {
 
     /** With --pg-statements true: forgets the statement statistics gathered so far (start-up, connects). */
     void pgStatementsReset() {
-      if (!kind.equals("tether") || !Boolean.parseBoolean(opt.get("pg-statements"))) return;
+      if (!pgStatementsOn()) return;
       try (java.sql.Connection c = pgConnection();
           java.sql.Statement st = c.createStatement()) {
         st.execute("SELECT pg_stat_statements_reset()");
@@ -837,7 +837,7 @@ public final class Bench {
 
     /** With --pg-statements true: the statements that took the most execution time since the reset. */
     List<Map<String, Object>> pgStatements() {
-      if (!kind.equals("tether") || !Boolean.parseBoolean(opt.get("pg-statements"))) return null;
+      if (!pgStatementsOn()) return null;
       List<Map<String, Object>> top = new ArrayList<>();
       try (java.sql.Connection c = pgConnection();
           java.sql.Statement st = c.createStatement();
@@ -859,6 +859,10 @@ public final class Bench {
         System.out.println("pg_stat_statements read failed: " + e.getMessage());
       }
       return top;
+    }
+
+    private boolean pgStatementsOn() {
+      return kind.equals("tether") && Boolean.parseBoolean(opt.get("pg-statements"));
     }
 
     private java.sql.Connection pgConnection() throws java.sql.SQLException {
