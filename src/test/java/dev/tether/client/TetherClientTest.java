@@ -335,7 +335,7 @@ class TetherClientTest {
    * WebSocket (17 through 25) sometimes loses a peer's TCP close that arrives while a frame is
    * being handed to the listener (its debug log shows "read: EOF" and then neither onClose nor
    * onError). The client then finds the dead link by its read deadline, as it would in production,
-   * instead of waiting here for the default two minutes.
+   * instead of within the two minutes this welcome used to give.
    */
   private static String welcome(boolean resumed, long clientSeq, String extra) {
     return "{\"type\":\"welcome\",\"sessionId\":\"s_scripted\",\"resumeToken\":\"r_scripted\",\"resumed\":" + resumed
